@@ -1,0 +1,338 @@
+"""The protocol between tradingd's actors.
+
+Every message that crosses an actor boundary is defined here, as a frozen,
+tagged `msgspec.Struct`. Inside the process messages travel as objects; they
+are encoded only at the edges (journal, control socket), where the tag names
+the type. Read top to bottom, this module tells what the system does:
+
+    market data  feed -> schedulers, risk, positions       (conflated)
+    orders       scheduler -> risk -> journal -> gateway    (lossless)
+    outcomes     gateway -> journal -> positions, risk, scheduler (lossless)
+    control      control server -> owning actor (request/reply)
+    lifecycle    supervisors -> status, logs, systemd
+
+Times: `ts` is trio's monotonic clock (seconds, float); `*_ms` fields are
+wall-clock UTC milliseconds from the venue or the edge.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from daemon.model import OrderStatus, OrderType, Side, TimeInForce, TradingState
+
+
+class Message(msgspec.Struct, frozen=True, tag=True, tag_field="type", kw_only=True):
+    """Base of every actor message; the class name is the tag."""
+
+
+# ---------------------------------------------------------------------------------------
+# Lifecycle and supervision
+# ---------------------------------------------------------------------------------------
+
+
+class ActorStarted(Message):
+    actor: str
+
+
+class ActorStopped(Message):
+    actor: str
+    reason: str = "normal"
+
+
+class ActorCrashed(Message):
+    actor: str
+    error: str
+
+
+class ActorRestarting(Message):
+    actor: str
+    restarts: int
+    delay: float
+
+
+class SupervisorGaveUp(Message):
+    """Restart intensity exceeded: the supervisor stops and escalates."""
+
+    supervisor: str
+    restarts: int
+    period: float
+    last_error: str
+
+
+class Ready(Message):
+    """Every core actor started and the venues are reconciled."""
+
+
+class ShutdownRequested(Message):
+    reason: str
+    cancel_orders: bool = False
+    emergency: bool = False
+
+
+class ReloadRequested(Message):
+    reason: str = "SIGHUP"
+
+
+class SetLogLevel(Message):
+    level: str
+    actor: str | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Status (request/reply on the bus)
+# ---------------------------------------------------------------------------------------
+
+
+class StatusRequest(Message):
+    pass
+
+
+class ActorStatus(Message):
+    name: str
+    state: str  # starting | running | restarting | stopped | failed
+    restarts: int = 0
+    last_error: str | None = None
+    started_at: float | None = None
+
+
+class StatusReply(Message):
+    pid: int
+    version: str
+    uptime: float
+    trading_state: TradingState
+    health: str  # HEALTHY | DEGRADED | CRITICAL
+    reasons: tuple[str, ...] = ()
+    actors: tuple[ActorStatus, ...] = ()
+    extra: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------------------------------
+# Market data (conflated per key)
+# ---------------------------------------------------------------------------------------
+
+
+class Quote(Message):
+    """Top of book. Conflated per (venue, symbol): only the latest matters."""
+
+    venue: str
+    symbol: str
+    bid: Decimal
+    bid_qty: Decimal
+    ask: Decimal
+    ask_qty: Decimal
+    ts: float
+    venue_ms: int = 0
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+class Depth(Message):
+    """The best levels of a local book, best first. Conflated per (venue, symbol)."""
+
+    venue: str
+    symbol: str
+    bids: tuple[tuple[Decimal, Decimal], ...]
+    asks: tuple[tuple[Decimal, Decimal], ...]
+    ts: float
+    update_id: int = 0
+
+
+class MarketTrade(Message):
+    """A public trade. Every one is delivered (VWAP and POV count volume)."""
+
+    venue: str
+    symbol: str
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    taker_side: Side
+    ts: float
+    venue_ms: int = 0
+
+
+class FeedStatus(Message):
+    """Connection and freshness of one venue's market data.
+
+    state: connecting | syncing | live | stale | down
+    """
+
+    venue: str
+    state: str
+    symbols: tuple[str, ...] = ()
+    reconnects: int = 0
+    last_frame_age: float | None = None
+    detail: str = ""
+
+
+# ---------------------------------------------------------------------------------------
+# Orders: intent -> risk -> journal -> gateway
+# ---------------------------------------------------------------------------------------
+
+
+class OrderIntent(Message):
+    """A child order an execution wants working. `client_order_id` is
+    derived from (exec_id, seq) so that a re-send can never make a second order."""
+
+    client_order_id: str
+    exec_id: str
+    seq: int
+    venue: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None
+    time_in_force: TimeInForce | None = TimeInForce.GTC
+    quote_quantity: Decimal | None = None
+    reduce_only: bool = False
+    ts: float = 0.0
+
+
+class Approval(Message):
+    intent: OrderIntent
+
+
+class Denial(Message):
+    """The sentinel refused the intent. `code` is stable (e.g. MAX_ORDER_NOTIONAL)."""
+
+    intent: OrderIntent
+    code: str
+    reason: str
+
+
+class CancelOrder(Message):
+    venue: str
+    symbol: str
+    client_order_id: str
+    reason: str = ""
+
+
+class CancelAllOrders(Message):
+    venue: str
+    symbol: str | None = None
+    reason: str = ""
+
+
+class OrderUpdate(Message):
+    """What we know of an order's state at the venue, after each change."""
+
+    venue: str
+    symbol: str
+    client_order_id: str
+    status: OrderStatus
+    side: Side
+    quantity: Decimal
+    filled_qty: Decimal = Decimal(0)
+    price: Decimal | None = None
+    avg_price: Decimal | None = None
+    venue_order_id: str | None = None
+    reason: str = ""
+    venue_ms: int = 0
+    ts: float = 0.0
+
+
+class Fill(Message):
+    """One execution of one of our orders. Unique by (venue, trade_id)."""
+
+    venue: str
+    symbol: str
+    client_order_id: str
+    trade_id: str
+    side: Side
+    price: Decimal
+    qty: Decimal
+    fee: Decimal
+    fee_asset: str
+    is_maker: bool
+    venue_order_id: str | None = None
+    venue_ms: int = 0
+    ts: float = 0.0
+
+
+class BalanceUpdate(Message):
+    venue: str
+    asset: str
+    free: Decimal
+    locked: Decimal
+    venue_ms: int = 0
+
+
+class VenueStatus(Message):
+    """Order-entry health of one venue. state: up | rate_limited | banned | down."""
+
+    venue: str
+    state: str
+    detail: str = ""
+    retry_after: float | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Risk
+# ---------------------------------------------------------------------------------------
+
+
+class TradingStateChanged(Message):
+    state: TradingState
+    previous: TradingState
+    reason: str
+    by: str
+
+
+class BreakerTripped(Message):
+    breaker: str
+    detail: str
+    action: TradingState
+
+
+# ---------------------------------------------------------------------------------------
+# Control events (streamed to `watch`)
+# ---------------------------------------------------------------------------------------
+
+
+class LogLine(Message):
+    """A formatted log line, kept in the ring buffer and streamed to `logs -f`."""
+
+    level: str
+    actor: str
+    event: str
+    line: str
+    ts_ms: int
+
+
+# The union the journal and the control socket decode from their wire format.
+ANY_MESSAGE = (
+    ActorStarted
+    | ActorStopped
+    | ActorCrashed
+    | ActorRestarting
+    | SupervisorGaveUp
+    | Ready
+    | ShutdownRequested
+    | ReloadRequested
+    | SetLogLevel
+    | StatusRequest
+    | ActorStatus
+    | StatusReply
+    | Quote
+    | Depth
+    | MarketTrade
+    | FeedStatus
+    | OrderIntent
+    | Approval
+    | Denial
+    | CancelOrder
+    | CancelAllOrders
+    | OrderUpdate
+    | Fill
+    | BalanceUpdate
+    | VenueStatus
+    | TradingStateChanged
+    | BreakerTripped
+    | LogLine
+)
