@@ -1,0 +1,414 @@
+"""Topic publish/subscribe between actors, with two delivery policies.
+
+*Lossless* subscriptions are bounded trio memory channels: when one is full
+the publisher waits, so orders, order updates and fills are never dropped.
+*Conflated* subscriptions keep only the latest message per key (for example
+per (venue, symbol) for quotes): the publisher never waits, a slow consumer
+always reads the newest value, and each replaced message is counted as an
+overrun so that slowness is visible instead of hidden.
+
+Consumers read in batches: one awaited receive, then everything else that is
+already there without waiting. An awaited hand-off costs about 10 µs in trio;
+a drained one costs well under 1 µs, so batching is what makes the bus fast.
+
+Request/reply: an actor serves a topic (`bus.serve("status")`) and others
+ask it (`await bus.request("status", StatusRequest(), timeout=2)`). A request
+with nobody serving it fails at once; one that is not answered in time raises
+`RequestTimeout`.
+
+Closing: a subscription is a context manager; leaving it unsubscribes, and a
+publisher never fails because a subscriber went away. `Bus.close()` ends
+every subscription (their loops see the end of the stream) and later
+publishes are refused with `BusClosed`.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import AsyncIterator, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+DEFAULT_BATCH = 512
+
+
+class BusClosed(trio.ClosedResourceError):
+    """The bus was closed (the daemon is stopping)."""
+
+
+class NoHandler(LookupError):
+    """Nobody serves the requested topic."""
+
+
+class RequestTimeout(trio.TooSlowError):
+    """The serving actor did not answer in time."""
+
+
+class RequestFailed(Exception):
+    """The serving actor answered with an error."""
+
+
+# ---------------------------------------------------------------------------------------
+# Subscriptions
+# ---------------------------------------------------------------------------------------
+
+
+class Subscription(Generic[T]):
+    """Common reading API: `receive()`, `receive_batch()`, `async for`."""
+
+    topic: str
+    name: str
+
+    def __init__(self, bus: Bus, topic: str, name: str) -> None:
+        self._bus = bus
+        self.topic = topic
+        self.name = name
+        self.delivered = 0
+
+    async def receive(self) -> T:
+        raise NotImplementedError
+
+    async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
+        raise NotImplementedError
+
+    def _offer(self, msg: T) -> bool:
+        """Deliver without waiting; False if the lossless buffer is full."""
+        raise NotImplementedError
+
+    async def _deliver(self, msg: T) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Subscription[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bus._unsubscribe(self)
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                batch = await self.receive_batch()
+            except trio.EndOfChannel:
+                return
+            for msg in batch:
+                yield msg
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class LosslessSubscription(Subscription[T]):
+    """A bounded channel: the publisher waits when it is full."""
+
+    def __init__(self, bus: Bus, topic: str, name: str, maxsize: int) -> None:
+        super().__init__(bus, topic, name)
+        self._send, self._recv = trio.open_memory_channel[T](maxsize)
+        self.maxsize = maxsize
+        self.waited = 0  # publishes that had to wait for this subscriber
+
+    def _offer(self, msg: T) -> bool:
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return True  # subscriber is gone: nothing to wait for
+        self.delivered += 1
+        return True
+
+    async def _deliver(self, msg: T) -> None:
+        self.waited += 1
+        try:
+            await self._send.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        self.delivered += 1
+
+    async def receive(self) -> T:
+        return await self._recv.receive()
+
+    async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
+        batch = [await self._recv.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._recv.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return batch
+
+    def close(self) -> None:
+        self._send.close()
+
+    def close_reader(self) -> None:
+        self._recv.close()
+
+    def stats(self) -> dict[str, Any]:
+        s = self._recv.statistics()
+        return {
+            "topic": self.topic,
+            "name": self.name,
+            "policy": "lossless",
+            "buffered": s.current_buffer_used,
+            "capacity": self.maxsize,
+            "delivered": self.delivered,
+            "publisher_waits": self.waited,
+        }
+
+
+class ConflatedSubscription(Subscription[T]):
+    """Latest message per key; never blocks the publisher.
+
+    `max_keys` bounds memory when keys are unbounded (e.g. a `watch` client
+    keyed by message identity): the oldest pending key is dropped and counted.
+    """
+
+    def __init__(self, bus: Bus, topic: str, name: str, key: Callable[[T], Hashable], max_keys: int | float) -> None:
+        super().__init__(bus, topic, name)
+        self._key = key
+        self._pending: collections.OrderedDict[Hashable, T] = collections.OrderedDict()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self.max_keys = max_keys
+        self.overruns = 0
+
+    def _offer(self, msg: T) -> bool:
+        if self._closed:
+            return True
+        key = self._key(msg)
+        if key in self._pending:
+            self.overruns += 1
+            self._pending.move_to_end(key)
+        elif len(self._pending) >= self.max_keys:
+            self._pending.popitem(last=False)
+            self.overruns += 1
+        self._pending[key] = msg
+        self._lot.unpark_all()
+        return True
+
+    async def _deliver(self, msg: T) -> None:  # pragma: no cover - never called: _offer never refuses
+        self._offer(msg)
+
+    async def receive(self) -> T:
+        batch = await self.receive_batch(limit=1)
+        return batch[0]
+
+    async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
+        while not self._pending:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        batch: list[T] = []
+        while self._pending and len(batch) < limit:
+            batch.append(self._pending.popitem(last=False)[1])
+        self.delivered += len(batch)
+        return batch
+
+    def close(self) -> None:
+        self._closed = True
+        self._lot.unpark_all()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "name": self.name,
+            "policy": "conflated",
+            "buffered": len(self._pending),
+            "delivered": self.delivered,
+            "overruns": self.overruns,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Request / reply
+# ---------------------------------------------------------------------------------------
+
+
+class Request(Generic[T]):
+    """A question to the actor serving a topic; answer it exactly once."""
+
+    __slots__ = ("body", "_done", "_value", "_error", "answered")
+
+    def __init__(self, body: T) -> None:
+        self.body = body
+        self._done = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.answered = False
+
+    def reply(self, value: Any) -> None:
+        if not self.answered:
+            self.answered = True
+            self._value = value
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.answered:
+            self.answered = True
+            self._error = error
+            self._done.set()
+
+    async def _wait(self) -> Any:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class ServedTopic(LosslessSubscription[Request[Any]]):
+    """The inbox of requests for one topic. Leaving it stops serving; requests
+    still queued are failed so their callers do not wait for a timeout."""
+
+    def __init__(self, bus: Bus, topic: str, maxsize: int) -> None:
+        super().__init__(bus, f"request:{topic}", topic, maxsize)
+
+    def __exit__(self, *exc: object) -> None:
+        self._bus._unserve(self)
+        self.close()
+        while True:
+            try:
+                req = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            req.fail(NoHandler(f"the actor serving {self.name!r} has stopped"))
+        self.close_reader()
+
+
+# ---------------------------------------------------------------------------------------
+# The bus
+# ---------------------------------------------------------------------------------------
+
+
+class Bus:
+    """Topics -> subscriptions. One per process; passed to every actor."""
+
+    WILDCARD = "*"
+
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Subscription[Any]]] = collections.defaultdict(list)
+        self._servers: dict[str, ServedTopic] = {}
+        self._closed = False
+        self.published = 0
+
+    # subscribing ------------------------------------------------------------------------
+    def subscribe(self, topic: str, *, maxsize: int = 1024, name: str = "") -> LosslessSubscription[Any]:
+        """Every message, in order; the publisher waits when `maxsize` are unread."""
+        self._check_open()
+        sub: LosslessSubscription[Any] = LosslessSubscription(self, topic, name, maxsize)
+        self._subs[topic].append(sub)
+        return sub
+
+    def subscribe_conflated(
+        self,
+        topic: str,
+        key: Callable[[Any], Hashable],
+        *,
+        max_keys: int | float = math.inf,
+        name: str = "",
+    ) -> ConflatedSubscription[Any]:
+        """The latest message per `key(msg)`; the publisher never waits."""
+        self._check_open()
+        sub: ConflatedSubscription[Any] = ConflatedSubscription(self, topic, name, key, max_keys)
+        self._subs[topic].append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription[Any]) -> None:
+        subs = self._subs.get(sub.topic)
+        if subs and sub in subs:
+            subs.remove(sub)
+
+    # publishing -------------------------------------------------------------------------
+    async def publish(self, topic: str, msg: Any) -> None:
+        """Deliver to every subscriber; waits only for full lossless ones."""
+        self._check_open()
+        self.published += 1
+        for sub in self._targets(topic):
+            if not sub._offer(msg):
+                await sub._deliver(msg)
+
+    def publish_nowait(self, topic: str, msg: Any) -> bool:
+        """Deliver without waiting. Returns False (and delivers to no one
+        lossless that was full) if a lossless subscriber had no room: the
+        caller must then `await publish` the message itself, never drop it."""
+        self._check_open()
+        self.published += 1
+        complete = True
+        for sub in self._targets(topic):
+            if not sub._offer(msg):
+                complete = False
+        return complete
+
+    def _targets(self, topic: str) -> list[Subscription[Any]]:
+        direct = self._subs.get(topic, ())
+        wild = self._subs.get(self.WILDCARD, ())
+        if not wild:
+            return list(direct)
+        return [*direct, *wild]
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._subs.get(topic, ()))
+
+    # request / reply --------------------------------------------------------------------
+    def serve(self, topic: str, *, maxsize: int = 64) -> ServedTopic:
+        """Become the one actor answering requests on `topic`."""
+        self._check_open()
+        if topic in self._servers:
+            raise RuntimeError(f"topic {topic!r} already has a server")
+        inbox = ServedTopic(self, topic, maxsize)
+        self._servers[topic] = inbox
+        return inbox
+
+    def _unserve(self, inbox: ServedTopic) -> None:
+        if self._servers.get(inbox.name) is inbox:
+            del self._servers[inbox.name]
+
+    def serving(self, topic: str) -> bool:
+        return topic in self._servers
+
+    async def request(self, topic: str, body: Any, *, timeout: float = 5.0) -> Any:
+        self._check_open()
+        inbox = self._servers.get(topic)
+        if inbox is None:
+            raise NoHandler(f"no actor serves {topic!r} (is it running?)")
+        req: Request[Any] = Request(body)
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await inbox._send.send(req)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise NoHandler(f"the actor serving {topic!r} has stopped") from None
+            return await req._wait()
+        assert scope.cancelled_caught
+        raise RequestTimeout(f"no answer on {topic!r} within {timeout:g}s")
+
+    # lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        self._closed = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.close()
+        self._subs.clear()
+        for inbox in self._servers.values():
+            inbox.close()
+        self._servers.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed("the bus is closed: the daemon is stopping")
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [sub.stats() for subs in self._subs.values() for sub in subs]
