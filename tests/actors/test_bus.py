@@ -145,7 +145,7 @@ async def test_close_ends_subscriptions_without_hanging(autojump_clock):
         bus.publish_nowait("q", 2)
         await trio.testing.wait_all_tasks_blocked()
         bus.close()
-    assert sorted(results, key=str) == [("conflated", 2), ("conflated", "end"), ("lossless", 1), ("lossless", "end")]
+    assert set(results) == {("conflated", 2), ("conflated", "end"), ("lossless", 1), ("lossless", "end")}
     with pytest.raises(BusClosed):
         await bus.publish("a", 3)
 
