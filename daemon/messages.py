@@ -278,16 +278,66 @@ class VenueStatus(Message):
 
 
 class TradingStateChanged(Message):
+    """The trading state moved. With `venue`, only that venue's state changed
+    (a per-venue REDUCING for stale data or a down venue); without, the global one."""
+
     state: TradingState
     previous: TradingState
     reason: str
     by: str
+    venue: str | None = None
 
 
 class BreakerTripped(Message):
+    """A breaker latched. `kill` asks for the emergency stop (DESIGN §6) on top of `action`."""
+
     breaker: str
     detail: str
     action: TradingState
+    venue: str | None = None
+    kill: bool = False
+
+
+# ---------------------------------------------------------------------------------------
+# Journal records: what executions and risk limits leave in the durable record
+# ---------------------------------------------------------------------------------------
+
+
+class ExecutionStateChanged(Message):
+    """An execution moved along PENDING -> RUNNING <-> PAUSED -> COMPLETED | CANCELLED | FAILED
+    (or INTERRUPTED after a restart). Journaled, so the history survives restarts."""
+
+    exec_id: str
+    state: str
+    previous: str | None = None
+    reason: str = ""
+    by: str = ""
+
+
+class ExecutionCheckpoint(Message):
+    """What a scheduler needs to resume an execution after a restart.
+
+    `next_seq` is the next child sequence number; the journal also knows the
+    highest one it recorded an intent for, so a resumed execution never reuses
+    a client order id even if it crashed between an intent and its checkpoint.
+    `algo_state` is the algorithm's own JSON-able state.
+    """
+
+    exec_id: str
+    next_seq: int
+    filled_qty: Decimal
+    avg_price: Decimal | None = None
+    algo_state: dict[str, Any] = {}
+
+
+class RiskLimitChanged(Message):
+    """An operator (`by`) changed a risk limit; `limit` names it (e.g. `max_order_notional`)."""
+
+    limit: str
+    value: Decimal | None
+    by: str
+    previous: Decimal | None = None
+    reason: str = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,5 +384,8 @@ ANY_MESSAGE = (
     | VenueStatus
     | TradingStateChanged
     | BreakerTripped
+    | ExecutionStateChanged
+    | ExecutionCheckpoint
+    | RiskLimitChanged
     | LogLine
 )

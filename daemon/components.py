@@ -1,0 +1,18 @@
+"""Assembles the actor tree of DESIGN §1 for one configuration.
+
+Each part of the daemon contributes child specs (in start order) and its
+control commands. The order matters: the journal starts first so that
+everything after it can write; the control socket and monitor come last so
+that a client never talks to a half-started daemon.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+
+
+def install(daemon: Daemon) -> None:
+    """Register every part's children and commands on `daemon`."""

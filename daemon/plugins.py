@@ -1,0 +1,6 @@
+"""Imports the modules that register config sections and venue types.
+
+A part of the daemon with its own ``[section]`` calls
+`daemon.config.register_section` at import time; listing the module here is
+what makes the loader know the section.
+"""
