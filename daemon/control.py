@@ -204,7 +204,7 @@ class ControlServer:
                 os.chown(self.path, -1, self._group_gid)
             except PermissionError:
                 log.warning("control.chown_refused", path=str(self.path), group=self.group)
-        sock.listen(128)
+        sock.listen(_stdsocket.SOMAXCONN)  # bursts of hundreds of clients must queue, not fail
         return sock
 
     async def _replace_stale(self) -> None:

@@ -174,11 +174,10 @@ class Journal:
 
     async def run(self, *, task_status: trio.TaskStatus[Journal] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the journal (migrating it if needed), report ready, and write
-        until `stop()` or cancellation."""
+        until `stop()` or cancellation. After `stop()` it still commits what
+        was queued, then returns."""
         if self._running:
             raise RuntimeError("this journal is already running")
-        if self._stopped:
-            raise JournalClosed("this journal was stopped; create a new Journal to open it again")
         self._running = True
         try:
             self._store = await trio.to_thread.run_sync(self._open_store, limiter=self._limiter)

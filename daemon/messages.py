@@ -191,6 +191,7 @@ class OrderIntent(Message):
     time_in_force: TimeInForce | None = TimeInForce.GTC
     quote_quantity: Decimal | None = None
     reduce_only: bool = False
+    iceberg_qty: Decimal | None = None  # visible size of a native venue iceberg
     ts: float = 0.0
 
 
@@ -235,6 +236,7 @@ class OrderUpdate(Message):
     reason: str = ""
     venue_ms: int = 0
     ts: float = 0.0
+    quote_filled: Decimal | None = None  # cumulative quote traded (Binance `Z`), exact unlike avg_price
 
 
 class Fill(Message):
