@@ -78,3 +78,20 @@ async def control(d, cmd: str, **args):
 def ctl():
     """``reply = await ctl(d, "status")`` through the real control socket."""
     return control
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-soak", action="store_true", default=False, help="run the long soak/stress tests (make soak)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long soak/stress runs, only with --run-soak (make soak)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
