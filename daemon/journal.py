@@ -51,18 +51,44 @@ from daemon.journal_store import (
     CommandRecord,
     CommandResult,
     ExecutionRecord,
+    JournalConflict,
     JournaledEvent,
     JournaledFill,
     JournalError,
+    JournalLocked,
+    JournalSchemaError,
     JournalStore,
     NewExecution,
     OperatorCommand,
     Record,
     RiskEvent,
+    UnknownCommand,
+    UnknownExecution,
 )
 from daemon.logs import describe_error, get_logger
 from daemon.messages import BalanceUpdate, ExecutionCheckpoint, ExecutionStateChanged, Fill, OrderIntent, OrderUpdate
 from daemon.model import Side
+from daemon.paths import state_dir
+
+__all__ = [
+    "CommandRecord",
+    "ExecutionRecord",
+    "Journal",
+    "JournalBatchError",
+    "JournalClosed",
+    "JournalConflict",
+    "JournaledEvent",
+    "JournaledFill",
+    "JournalError",
+    "JournalLocked",
+    "JournalSchemaError",
+    "JournalStats",
+    "JournalStore",
+    "JournalUnavailable",
+    "UnknownCommand",
+    "UnknownExecution",
+    "journal_path",
+]
 
 log = get_logger("journal")
 
@@ -71,21 +97,16 @@ SLOW_COMMIT_SECONDS = 1.0  # a commit this slow means the disk is in trouble: sa
 CLOSE_TIMEOUT = 10.0
 
 
-def journal_path(override: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Path:
+def journal_path(override: str | os.PathLike[str] | None = None) -> Path:
     """Where the journal lives.
 
-    `override` (from the config or the command line) wins. Under systemd,
-    ``StateDirectory=`` sets ``$STATE_DIRECTORY`` (the first entry, if it lists
-    several) and the journal is ``$STATE_DIRECTORY/journal.sqlite``. Otherwise
-    it is ``./state/journal.sqlite`` under the current directory.
+    `override` (from the config or the command line) wins. Otherwise it is
+    ``journal.sqlite`` in the state directory: ``$STATE_DIRECTORY`` under
+    systemd (``StateDirectory=``), ``./state`` in a development checkout.
     """
     if override is not None and str(override) != "":
         return Path(override).expanduser()
-    env = os.environ if environ is None else environ
-    state_directory = env.get("STATE_DIRECTORY", "").split(":")[0].strip()
-    if state_directory:
-        return Path(state_directory) / JOURNAL_FILE
-    return Path.cwd() / "state" / JOURNAL_FILE
+    return state_dir() / JOURNAL_FILE
 
 
 class JournalClosed(JournalError):

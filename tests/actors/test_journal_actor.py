@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from daemon.journal import Journal, JournalBatchError, JournalClosed, JournalUnavailable
-from daemon.journal_store import JournalConflict, JournalStore
+from daemon.journal_store import JournalConflict, JournalLocked, JournalStore
 from daemon.messages import ExecutionCheckpoint, ExecutionStateChanged, Fill, OrderIntent, OrderUpdate
 from daemon.model import OrderStatus, OrderType, Side
 
@@ -288,3 +288,10 @@ async def test_reads_before_the_journal_runs_say_so():
     journal = Journal(":memory:")
     with pytest.raises(JournalClosed, match="not open"):
         await journal.open_orders()
+
+
+async def test_a_second_journal_on_the_same_file_fails_to_start(path, nursery):
+    with trio.fail_after(LIMIT):
+        await nursery.start(Journal(path).run)
+        with pytest.raises(JournalLocked, match="in use by another process"):
+            await nursery.start(Journal(path).run)

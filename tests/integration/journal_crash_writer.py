@@ -72,8 +72,8 @@ async def main(path: str, first: int) -> None:
         for trade_id in trade_ids:
             if trade_id % FILLS_PER_ORDER == 0 or trade_id == first:
                 await journal.record_intent(intent_for(trade_id))
-            os.write(1, f"{trade_id} 1\n".encode())
             new = await journal.record_fill(fill_for(trade_id))
+            os.write(1, f"{trade_id} {int(new)}\n".encode())
 
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)

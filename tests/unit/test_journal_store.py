@@ -205,13 +205,12 @@ def test_a_second_writer_is_locked_out_until_the_first_closes(tmp_path):
     JournalStore.open(path).close()
 
 
-def test_journal_path_prefers_override_then_state_directory_then_cwd(tmp_path, monkeypatch):
-    assert str(journal_path("/srv/j.sqlite", environ={"STATE_DIRECTORY": "/var/lib/x"})) == "/srv/j.sqlite"
-    assert str(journal_path(environ={"STATE_DIRECTORY": "/var/lib/tradingd:/var/lib/other"})) == (
-        "/var/lib/tradingd/journal.sqlite"
-    )
-    monkeypatch.chdir(tmp_path)
-    assert journal_path(environ={}) == tmp_path / "state" / "journal.sqlite"
+def test_journal_path_prefers_override_then_state_directory_then_cwd(monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/tradingd:/var/lib/other")
+    assert str(journal_path("/srv/j.sqlite")) == "/srv/j.sqlite"
+    assert str(journal_path()) == "/var/lib/tradingd/journal.sqlite"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert str(journal_path()) == "state/journal.sqlite"
 
 
 def test_integrity_check_and_online_backup(store, tmp_path):
