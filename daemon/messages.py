@@ -336,9 +336,9 @@ class RiskLimitChanged(Message):
     """An operator (`by`) changed a risk limit; `limit` names it (e.g. `max_order_notional`)."""
 
     limit: str
-    value: Decimal | None
+    value: str | None  # as the operator gave it: limits are decimals, booleans, names
     by: str
-    previous: Decimal | None = None
+    previous: str | None = None
     reason: str = ""
 
 

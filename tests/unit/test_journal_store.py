@@ -401,7 +401,7 @@ def test_risk_events_round_trip_in_order(store, tmp_path):
     events = [
         TradingStateChanged(state=TradingState.HALTED, previous=TradingState.ACTIVE, reason="kill", by="uid:1000"),
         BreakerTripped(breaker="daily_loss", detail="-5.2% < -5%", action=TradingState.HALTED),
-        RiskLimitChanged(limit="max_order_notional", value=D("25000"), previous=D("10000"), by="alice"),
+        RiskLimitChanged(limit="max_order_notional", value="25000", previous="10000", by="alice"),
     ]
     for event in events:
         store.record(event)

@@ -117,6 +117,11 @@ def test_malformed_intents_are_denied_with_their_own_codes():
     s = sentinel()
     assert denied(s.check(intent(price=None), 1.0), rc.INVALID_ORDER)
     assert denied(s.check(intent(order_type=OrderType.MARKET, price=None, quote_quantity=D(100)), 1.0), rc.UNSUPPORTED_ORDER)
+    assert denied(s.check(intent(qty="NaN"), 1.0), rc.INVALID_ORDER)
+    assert denied(s.check(intent(price="Infinity"), 1.0), rc.INVALID_ORDER)
+    assert denied(s.check(intent(qty="0"), 1.0), rc.FILTER_LOT_SIZE)
+    assert denied(s.check(intent(qty="-1"), 1.0), rc.FILTER_LOT_SIZE)
+    assert s.book.open_order_count() == 0
 
 
 def test_a_client_order_id_that_is_already_working_is_denied():
@@ -537,6 +542,11 @@ def test_worst_case_position_never_exceeds_the_limit_whatever_the_order_of_event
                     state[0] += left
                     s.on_fill(fill(order, str(left)))
         assert s.book.worst_case(key) <= D(10)
+        # the running totals agree with a recount of the working orders
+        for side in Side:
+            recount = sum((o.pending_qty for o in s.book.orders.values() if o.side is side), D(0))
+            assert s.book.pending(key, side) == recount
+        assert s.book.open_order_count(key) == sum(1 for o in s.book.orders.values() if o.is_open)
     # everything that could fill has been accounted for exactly once
     total = sum((st_[0] * o.side.sign for o, st_ in orders), D(0))
     assert s.book.position(key) == total

@@ -6,7 +6,15 @@ from decimal import Decimal as D
 import msgspec
 import pytest
 
-from actors.risk_limits import InstrumentLimits, LimitError, RiskLimits, decode_limits, limit_keys, set_limit
+from actors.risk_limits import (
+    InstrumentLimits,
+    LimitError,
+    RiskLimits,
+    decode_limits,
+    get_limit,
+    limit_keys,
+    set_limit,
+)
 
 TOML = """
 max_order_qty = "2"
@@ -146,3 +154,13 @@ def test_every_listed_key_accepts_its_current_value():
         assert msgspec.to_builtins(set_limit(limits, key, text)) == msgspec.to_builtins(limits) or key.startswith(
             "instruments."
         ), key
+
+
+def test_get_limit_reads_the_value_a_key_names():
+    limits = set_limit(RiskLimits(), "instruments.sim:BTCUSDT.max_position", "3")
+    assert get_limit(limits, "instruments.sim:BTCUSDT.max_position") == D(3)
+    assert get_limit(limits, "instruments.sim:ETHUSDT.max_position") is None
+    assert get_limit(limits, "var.method") == "historical"
+    assert get_limit(limits, "max_orders_per_second") == 20
+    with pytest.raises(LimitError):
+        get_limit(limits, "nope")
