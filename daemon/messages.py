@@ -347,6 +347,38 @@ class RiskLimitChanged(Message):
 # ---------------------------------------------------------------------------------------
 
 
+class VenueCancelReport(Message):
+    """One venue's part of an emergency stop: cancel-all, verified by an open-orders query."""
+
+    venue: str
+    cancelled: int
+    still_open: tuple[str, ...] = ()  # client order ids the venue still reports open
+    attempts: int = 0
+    elapsed: float = 0.0
+    verified: bool = False  # an open-orders query confirmed the count
+    error: str = ""
+
+
+class FlattenReport(Message):
+    venue: str
+    symbol: str
+    quantity: Decimal  # signed position before flattening
+    client_order_id: str | None = None
+    outcome: str = ""
+
+
+class KillReport(Message):
+    """The answer to `tradectl kill`: what the emergency stop did, and how long it took."""
+
+    reason: str
+    by: str
+    venues: tuple[VenueCancelReport, ...] = ()
+    executions_stopped: int = 0
+    flattened: tuple[FlattenReport, ...] = ()
+    elapsed: float = 0.0
+    complete: bool = False  # every venue verified with zero open orders
+
+
 class LogLine(Message):
     """A formatted log line, kept in the ring buffer and streamed to `logs -f`."""
 
@@ -389,5 +421,8 @@ ANY_MESSAGE = (
     | ExecutionStateChanged
     | ExecutionCheckpoint
     | RiskLimitChanged
+    | VenueCancelReport
+    | FlattenReport
+    | KillReport
     | LogLine
 )
