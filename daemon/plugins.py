@@ -4,3 +4,5 @@ A part of the daemon with its own ``[section]`` calls
 `daemon.config.register_section` at import time; listing the module here is
 what makes the loader know the section.
 """
+
+import venues.binance.config  # noqa: E402,F401  ([venues.NAME] type = "binance")

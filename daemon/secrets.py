@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daemon.logs import sink
+import daemon.logs as logs  # the module, not its sink: tests swap `logs.sink`
 
 
 class MissingSecret(LookupError):
@@ -37,5 +37,5 @@ def read_secret(name: str, *, required: bool = False) -> str | None:
             f"secret {name!r} is not set: put it in $CREDENTIALS_DIRECTORY/{name} "
             f"(systemd LoadCredential=) or the environment variable {env_name(name)}"
         )
-    sink.register_secret(value)
+    logs.sink.register_secret(value)
     return value

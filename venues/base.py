@@ -97,7 +97,11 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
     filled_qty: Decimal
     price: Decimal | None = None
     quote_filled: Decimal = Decimal(0)
-    venue_ms: int = 0
+    venue_ms: int = 0  # last update
+    # What a venue's order query also reports (Binance timeInForce, origQuoteOrderQty, time).
+    time_in_force: TimeInForce | None = None
+    quote_quantity: Decimal | None = None  # MARKET by quote amount: the amount asked for
+    created_ms: int = 0
 
 
 class AccountTrade(msgspec.Struct, frozen=True, kw_only=True):

@@ -94,8 +94,12 @@ def test_price_written_with_different_precision_is_the_same_level():
 
 def test_off_tick_price_is_refused_with_a_hint():
     b = book()
-    with pytest.raises(OffTickPrice, match="not a multiple of tick"):
+    with pytest.raises(OffTickPrice, match="not a positive multiple of tick.*resync"):
         b.apply_levels([lv("10.005", "1")], [])
+    with pytest.raises(OffTickPrice):
+        b.apply_levels([lv("-1.00", "1")], [])
+    with pytest.raises(OffTickPrice):
+        b.apply_levels([], [lv("0", "1")])
 
 
 def test_negative_quantity_is_refused():
@@ -245,6 +249,18 @@ def test_buffer_overflow_drops_the_oldest_and_the_snapshot_becomes_stale():
     assert s.on_snapshot(snap(1)) is SyncAction.STALE_SNAPSHOT
     assert s.on_snapshot(snap(2)) is SyncAction.SYNCED
     assert s.book.update_id == 5
+
+
+def test_unreadable_levels_discard_the_book_instead_of_leaving_it_half_applied():
+    s = BookSync(book())
+    s.on_snapshot(snap(1, bids=[lv("1.00", "1")]))
+    with pytest.raises(OffTickPrice):
+        s.on_diff(diff(2, 2, bids=[lv("1.01", "5"), lv("1.015", "1")]))
+    assert s.needs_snapshot and s.book.depth() == (0, 0)
+    with pytest.raises(OffTickPrice):
+        s.on_snapshot(snap(3, asks=[lv("2.001", "1")]))
+    assert not s.is_live
+    assert s.on_snapshot(snap(3, asks=[lv("2.00", "1")])) is SyncAction.SYNCED
 
 
 def test_data_for_another_symbol_is_a_routing_error():
