@@ -26,6 +26,9 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+install:
+	sh systemd/install.sh
+
 venue: $(STAMP)
 	$(BIN)/tradingd venue --protocol binance
 

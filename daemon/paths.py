@@ -45,9 +45,18 @@ def client_socket(explicit: str | None = None) -> Path:
     if env:
         return Path(env)
     local = runtime_dir() / SOCKET_NAME
-    if local.exists():
+    if _present(local):
         return local
     system = SYSTEM_RUNTIME_DIR / SOCKET_NAME
-    if system.exists():
+    if _present(system):
         return system
     return local
+
+
+def _present(path: Path) -> bool:
+    """Something is there, or we may not look (a caller outside the operators' group
+    facing /run/tradingd, mode 0750): connecting then says why, instead of a traceback."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
