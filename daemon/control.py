@@ -199,7 +199,9 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o660)
-        if self._group_gid is not None:
+        # Under the systemd unit the socket is born with the right group, and chown() is
+        # outside its system-call filter: only change what needs changing.
+        if self._group_gid is not None and os.stat(self.path).st_gid != self._group_gid:
             try:
                 os.chown(self.path, -1, self._group_gid)
             except PermissionError:
