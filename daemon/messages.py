@@ -8,6 +8,7 @@ the type. Read top to bottom, this module tells what the system does:
     market data  feed -> schedulers, risk, positions       (conflated)
     orders       scheduler -> risk -> journal -> gateway    (lossless)
     outcomes     gateway -> journal -> positions, risk, scheduler (lossless)
+    positions    position keeper -> risk (equity, balance mismatches)
     control      control server -> owning actor (request/reply)
     lifecycle    supervisors -> status, logs, systemd
 
@@ -301,6 +302,99 @@ class BreakerTripped(Message):
 
 
 # ---------------------------------------------------------------------------------------
+# Positions: the position keeper -> risk sentinel, watch, anyone who asks
+# ---------------------------------------------------------------------------------------
+
+
+class PositionsSummary(Message):
+    """Equity and PnL in the reporting currency, on topics.POSITIONS (read conflated).
+
+    Published after fills (at a bounded rate) and on every sample interval, for
+    the daily-loss, drawdown and VaR breakers. `equity` values every balance at
+    the marks; when `equity_complete` is false some asset had no price
+    (`missing`) and the figure is too low, so a breaker must not read it as a
+    loss. `balance_mismatches` names the venues whose balances differ from the
+    ledger and are not acknowledged yet: a restarted sentinel learns of them
+    from the next summary.
+    """
+
+    currency: str
+    equity: Decimal
+    equity_complete: bool
+    realised_pnl: Decimal  # net of fees
+    unrealised_pnl: Decimal
+    fees: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    open_positions: int
+    utc_ms: int
+    ts: float
+    missing: tuple[str, ...] = ()
+    pending_fills: int = 0  # fills waiting for their instrument's definition
+    balance_mismatches: tuple[str, ...] = ()
+
+
+class PositionsQuery(Message):
+    """Request on topics.POSITIONS_QUERY, answered with a `PositionsReply`."""
+
+    venue: str | None = None
+    symbol: str | None = None
+    include_flat: bool = False
+
+
+class PositionEntry(Message):
+    venue: str
+    symbol: str
+    base: str
+    quote: str
+    quantity: Decimal  # signed: positive long, negative short
+    avg_entry_price: Decimal | None
+    mark: Decimal | None
+    realised_pnl: Decimal  # quote currency, net of fees
+    unrealised_pnl: Decimal | None  # None without a mark
+    fees: Decimal
+    last_fill_ms: int = 0
+
+
+class PositionsReply(Message):
+    """`pending` lists "venue:symbol" whose fills wait for the instrument's
+    definition: their quantities are not in `positions` yet."""
+
+    positions: tuple[PositionEntry, ...]
+    summary: PositionsSummary
+    pending: tuple[str, ...] = ()
+
+
+class BalanceDifference(Message):
+    asset: str
+    ours: Decimal
+    venue_total: Decimal  # free + locked
+    difference: Decimal  # venue_total - ours
+    tolerance: Decimal
+
+
+class BalanceMismatch(Message):
+    """On topics.BALANCE_CHECK: balances at `venue` differ from the ledger beyond
+    tolerance for longer than the grace period. Latched until a
+    `BalancesAcknowledged` for the venue; trading stays HALTED until then."""
+
+    venue: str
+    differences: tuple[BalanceDifference, ...]
+    utc_ms: int
+
+
+class BalancesAcknowledged(Message):
+    """On topics.BALANCE_CHECK: an operator (`by`) adopted the venue's balances
+    as the ledger's (`tradectl ack-balances`); the venue's mismatch is cleared."""
+
+    venue: str
+    by: str
+    reason: str
+    adopted: tuple[BalanceUpdate, ...]
+    utc_ms: int
+
+
+# ---------------------------------------------------------------------------------------
 # Journal records: what executions and risk limits leave in the durable record
 # ---------------------------------------------------------------------------------------
 
@@ -418,6 +512,13 @@ ANY_MESSAGE = (
     | VenueStatus
     | TradingStateChanged
     | BreakerTripped
+    | PositionsSummary
+    | PositionsQuery
+    | PositionEntry
+    | PositionsReply
+    | BalanceDifference
+    | BalanceMismatch
+    | BalancesAcknowledged
     | ExecutionStateChanged
     | ExecutionCheckpoint
     | RiskLimitChanged

@@ -6,3 +6,7 @@ what makes the loader know the section.
 """
 
 import venues.binance.config  # noqa: E402,F401  ([venues.NAME] type = "binance")
+import venues.sim.config  # noqa: E402,F401  ([venues.NAME] type = "sim")
+import actors.risk  # noqa: E402,F401  ([risk])
+import actors.positions  # noqa: E402,F401  ([positions])
+import daemon.journal_service  # noqa: E402,F401  ([journal])
