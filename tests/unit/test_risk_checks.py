@@ -525,10 +525,12 @@ def test_worst_case_position_never_exceeds_the_limit_whatever_the_order_of_event
         if op[0] == "order":
             order = intent(op[1], qty=str(D(op[2]) / 10))
             if approved(s.check(order, 1.0)):
-                orders.append((order, [D(0), D(0)]))  # filled, reported
+                orders.append((order, [D(0), D(0), False]))  # filled, reported, final
         elif orders:
             order, state = orders[op[1] % len(orders)]
             left = order.quantity - state[0]
+            if state[2]:
+                continue  # a venue reports nothing more after a final status
             if op[0] == "fill" and left > 0:
                 qty = min(left, D(op[2]) / 100)
                 state[0] += qty
@@ -538,6 +540,7 @@ def test_worst_case_position_never_exceeds_the_limit_whatever_the_order_of_event
                 reported = order.quantity if op[2] else state[0]
                 status = OrderStatus.FILLED if reported == order.quantity else OrderStatus.CANCELED
                 s.on_order_update(update(order, status, filled=str(reported)), 1.0)
+                state[2] = True
                 if op[2] and left > 0:
                     state[0] += left
                     s.on_fill(fill(order, str(left)))
