@@ -75,6 +75,10 @@ class Subscription(Generic[T]):
     async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
         raise NotImplementedError
 
+    def has_room(self, n: int = 1) -> bool:
+        """Whether `n` more messages can be delivered without waiting."""
+        return True
+
     def _offer(self, msg: T) -> bool:
         """Deliver without waiting; False if the lossless buffer is full."""
         raise NotImplementedError
@@ -109,57 +113,105 @@ class Subscription(Generic[T]):
 
 
 class LosslessSubscription(Subscription[T]):
-    """A bounded channel: the publisher waits when it is full."""
+    """A bounded queue: the publisher waits when it is full.
+
+    Built on a deque and two parking lots rather than a memory channel, so a
+    publish that finds room costs an append and a wake-up, and a reader drains
+    everything queued in one step.
+    """
 
     def __init__(self, bus: Bus, topic: str, name: str, maxsize: int) -> None:
         super().__init__(bus, topic, name)
-        self._send, self._recv = trio.open_memory_channel[T](maxsize)
+        self._buf: collections.deque[T] = collections.deque()
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+        self._closed = False  # no more messages will come: readers see the end after draining
+        self._reader_gone = False  # nobody will read: publishers stop waiting for room
         self.maxsize = maxsize
         self.waited = 0  # publishes that had to wait for this subscriber
 
+    def has_room(self, n: int = 1) -> bool:
+        return self._reader_gone or self._closed or len(self._buf) + n <= self.maxsize
+
     def _offer(self, msg: T) -> bool:
-        try:
-            self._send.send_nowait(msg)
-        except trio.WouldBlock:
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if self._reader_gone or self._closed:
             return True  # subscriber is gone: nothing to wait for
+        if len(self._buf) >= self.maxsize:
+            return False
+        self._buf.append(msg)
         self.delivered += 1
+        if self._readers:
+            self._readers.unpark()
         return True
 
     async def _deliver(self, msg: T) -> None:
         self.waited += 1
-        try:
-            await self._send.send(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        self.delivered += 1
+        while not self._offer(msg):
+            await self._writers.park()
+
+    async def put(self, msg: T) -> bool:
+        """Deliver, waiting for room; False if the reader is gone."""
+        if self._reader_gone or self._closed:
+            await trio.lowlevel.checkpoint()
+            return False
+        if self._offer(msg):
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._deliver(msg)
+        return not self._reader_gone
+
+    def receive_nowait(self) -> T:
+        if not self._buf:
+            if self._closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        msg = self._buf.popleft()
+        if self._writers:
+            self._writers.unpark()
+        return msg
 
     async def receive(self) -> T:
-        return await self._recv.receive()
+        batch = await self.receive_batch(limit=1)
+        return batch[0]
 
     async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
-        batch = [await self._recv.receive()]
-        while len(batch) < limit:
-            try:
-                batch.append(self._recv.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        if self._buf:
+            await trio.lowlevel.checkpoint()  # always a checkpoint, so a busy reader cannot starve others
+        while not self._buf:
+            if self._closed or self._reader_gone:
+                raise trio.EndOfChannel
+            await self._readers.park()
+        buf = self._buf
+        if len(buf) <= limit:
+            batch = list(buf)
+            buf.clear()
+        else:
+            batch = [buf.popleft() for _ in range(limit)]
+        if self._writers:
+            self._writers.unpark_all()
         return batch
 
     def close(self) -> None:
-        self._send.close()
+        self._closed = True
+        self._readers.unpark_all()
+        self._writers.unpark_all()
 
     def close_reader(self) -> None:
-        self._recv.close()
+        self._reader_gone = True
+        self._buf.clear()
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def __exit__(self, *exc: object) -> None:
+        self._bus._unsubscribe(self)
+        self.close_reader()
 
     def stats(self) -> dict[str, Any]:
-        s = self._recv.statistics()
         return {
             "topic": self.topic,
             "name": self.name,
             "policy": "lossless",
-            "buffered": s.current_buffer_used,
+            "buffered": len(self._buf),
             "capacity": self.maxsize,
             "delivered": self.delivered,
             "publisher_waits": self.waited,
@@ -275,14 +327,10 @@ class ServedTopic(LosslessSubscription[Request[Any]]):
 
     def __exit__(self, *exc: object) -> None:
         self._bus._unserve(self)
-        self.close()
-        while True:
-            try:
-                req = self._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            req.fail(NoHandler(f"the actor serving {self.name!r} has stopped"))
+        pending = list(self._buf)
         self.close_reader()
+        for req in pending:
+            req.fail(NoHandler(f"the actor serving {self.name!r} has stopped"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,6 +346,7 @@ class Bus:
     def __init__(self) -> None:
         self._subs: dict[str, list[Subscription[Any]]] = collections.defaultdict(list)
         self._servers: dict[str, ServedTopic] = {}
+        self._cache: dict[str, tuple[Subscription[Any], ...]] = {}
         self._closed = False
         self.published = 0
 
@@ -307,6 +356,7 @@ class Bus:
         self._check_open()
         sub: LosslessSubscription[Any] = LosslessSubscription(self, topic, name, maxsize)
         self._subs[topic].append(sub)
+        self._cache.clear()
         return sub
 
     def subscribe_conflated(
@@ -321,12 +371,14 @@ class Bus:
         self._check_open()
         sub: ConflatedSubscription[Any] = ConflatedSubscription(self, topic, name, key, max_keys)
         self._subs[topic].append(sub)
+        self._cache.clear()
         return sub
 
     def _unsubscribe(self, sub: Subscription[Any]) -> None:
         subs = self._subs.get(sub.topic)
         if subs and sub in subs:
             subs.remove(sub)
+            self._cache.clear()
 
     # publishing -------------------------------------------------------------------------
     async def publish(self, topic: str, msg: Any) -> None:
@@ -338,23 +390,48 @@ class Bus:
                 await sub._deliver(msg)
 
     def publish_nowait(self, topic: str, msg: Any) -> bool:
-        """Deliver without waiting. Returns False (and delivers to no one
-        lossless that was full) if a lossless subscriber had no room: the
-        caller must then `await publish` the message itself, never drop it."""
-        self._check_open()
-        self.published += 1
-        complete = True
-        for sub in self._targets(topic):
-            if not sub._offer(msg):
-                complete = False
-        return complete
+        """Deliver to every subscriber without waiting, or to none.
 
-    def _targets(self, topic: str) -> list[Subscription[Any]]:
-        direct = self._subs.get(topic, ())
-        wild = self._subs.get(self.WILDCARD, ())
-        if not wild:
-            return list(direct)
-        return [*direct, *wild]
+        Returns False, having delivered nothing, when a lossless subscriber has
+        no room: the caller must then `await publish(...)` the message itself,
+        never drop it. All-or-nothing, so that fallback never delivers twice.
+        """
+        self._check_open()
+        targets = self._targets(topic)
+        for sub in targets:
+            if not sub.has_room():
+                return False
+        self.published += 1
+        for sub in targets:
+            sub._offer(msg)
+        return True
+
+    def publish_batch_nowait(self, topic: str, msgs: list[Any]) -> bool:
+        """`publish_nowait` for a batch: every message to every subscriber, or nothing."""
+        self._check_open()
+        targets = self._targets(topic)
+        n = len(msgs)
+        for sub in targets:
+            if not sub.has_room(n):
+                return False
+        self.published += n
+        for sub in targets:
+            for msg in msgs:
+                sub._offer(msg)
+        return True
+
+    async def publish_batch(self, topic: str, msgs: list[Any]) -> None:
+        if self.publish_batch_nowait(topic, msgs):
+            await trio.lowlevel.checkpoint()
+            return
+        for msg in msgs:
+            await self.publish(topic, msg)
+
+    def _targets(self, topic: str) -> tuple[Subscription[Any], ...]:
+        targets = self._cache.get(topic)
+        if targets is None:
+            targets = self._cache[topic] = (*self._subs.get(topic, ()), *self._subs.get(self.WILDCARD, ()))
+        return targets
 
     def subscribers(self, topic: str) -> int:
         return len(self._subs.get(topic, ()))
@@ -383,10 +460,8 @@ class Bus:
             raise NoHandler(f"no actor serves {topic!r} (is it running?)")
         req: Request[Any] = Request(body)
         with trio.move_on_after(timeout) as scope:
-            try:
-                await inbox._send.send(req)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise NoHandler(f"the actor serving {topic!r} has stopped") from None
+            if not await inbox.put(req):
+                raise NoHandler(f"the actor serving {topic!r} has stopped")
             return await req._wait()
         assert scope.cancelled_caught
         raise RequestTimeout(f"no answer on {topic!r} within {timeout:g}s")
@@ -398,6 +473,7 @@ class Bus:
             for sub in subs:
                 sub.close()
         self._subs.clear()
+        self._cache.clear()
         for inbox in self._servers.values():
             inbox.close()
         self._servers.clear()

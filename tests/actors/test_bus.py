@@ -163,3 +163,67 @@ async def test_errors_in_consumers_are_not_masked(autojump_clock):
             n.start_soon(failing_consumer, sub)
             await bus.publish("x", 1)
     assert info.group_contains(ValueError, match="consumer bug")
+
+
+async def test_publish_nowait_is_all_or_nothing_so_the_fallback_never_duplicates():
+    bus = Bus()
+    with bus.subscribe("fill", maxsize=10) as roomy, bus.subscribe("fill", maxsize=1) as tight:
+        assert bus.publish_nowait("fill", "a")
+        assert not bus.publish_nowait("fill", "b")  # tight is full: nobody got "b"
+
+        async def drain_tight():
+            assert await tight.receive_batch() == ["a"]
+            assert await tight.receive_batch() == ["b"]
+
+        async with trio.open_nursery() as n:
+            n.start_soon(drain_tight)
+            await bus.publish("fill", "b")  # the documented fallback
+        assert await roomy.receive_batch() == ["a", "b"]
+
+
+async def test_publish_batch_delivers_everything_in_order():
+    bus = Bus()
+    with bus.subscribe("t", maxsize=3) as sub:
+        assert not bus.publish_batch_nowait("t", [1, 2, 3, 4])  # would not fit: nothing sent
+        assert bus.publish_batch_nowait("t", [1, 2, 3])
+        got = []
+
+        async def reader():
+            while len(got) < 8:
+                got.extend(await sub.receive_batch())
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader)
+            await bus.publish_batch("t", [4, 5, 6, 7, 8])
+        assert got == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+async def test_receive_nowait_and_end_of_stream():
+    bus = Bus()
+    sub = bus.subscribe("t")
+    with pytest.raises(trio.WouldBlock):
+        sub.receive_nowait()
+    bus.publish_nowait("t", 1)
+    assert sub.receive_nowait() == 1
+    bus.close()
+    with pytest.raises(trio.EndOfChannel):
+        sub.receive_nowait()
+
+
+async def test_a_busy_reader_still_yields_to_others():
+    bus = Bus()
+    ticks = []
+
+    async def other():
+        for _ in range(5):
+            ticks.append("other")
+            await trio.sleep(0)
+
+    with bus.subscribe("t", maxsize=10_000) as sub:
+        async with trio.open_nursery() as n:
+            n.start_soon(other)
+            for i in range(5):
+                bus.publish_nowait("t", i)
+                await sub.receive_batch()
+                ticks.append("reader")
+    assert ticks.count("other") == 5
