@@ -205,14 +205,14 @@ class Daemon:
     async def emergency_stop(self, reason: str) -> Any:
         """The kill procedure of DESIGN §6; the risk part registers the real work."""
         self._emergency_done = True
-        log.warning("kill.started", reason=reason)
         results = []
         for hook in self.emergency_hooks:
             try:
                 results.append(await hook(reason))
             except Exception as exc:
                 log.error("kill.hook_failed", error=describe_error(exc))
-        if not self.emergency_hooks:
+        if not self.emergency_hooks:  # a hook logs its own kill.started / kill.done
+            log.warning("kill.started", reason=reason)
             log.warning("kill.done", reason=reason, detail="no venues configured: nothing to cancel")
         return results[0] if len(results) == 1 else results
 

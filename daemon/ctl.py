@@ -200,6 +200,15 @@ def register_core(ctl: Ctl) -> None:
 def build() -> Ctl:
     ctl = Ctl()
     register_core(ctl)
+    from daemon.ctl_risk import register_risk  # here: it imports this module
+
+    register_risk(ctl)
+    from daemon.ctl_positions import register_positions  # here: it imports this module
+
+    register_positions(ctl)
+    from daemon.ctl_venues import register_venues  # here: it imports this module
+
+    register_venues(ctl)
     return ctl
 
 

@@ -52,6 +52,7 @@ from daemon.journal_store import (
     CommandResult,
     ExecutionRecord,
     JournalConflict,
+    JournaledBalances,
     JournaledEvent,
     JournaledFill,
     JournalError,
@@ -77,6 +78,7 @@ __all__ = [
     "JournalBatchError",
     "JournalClosed",
     "JournalConflict",
+    "JournaledBalances",
     "JournaledEvent",
     "JournaledFill",
     "JournalError",
@@ -380,7 +382,7 @@ class Journal:
         return await self._record(checkpoint)
 
     async def record_risk_event(self, event: RiskEvent) -> int:
-        """Journal a trading state change, breaker trip or limit change; returns its seq."""
+        """Journal a trading state change, breaker trip, limit change, denial or kill report; returns its seq."""
         return await self._record(event)
 
     async def record_command(
@@ -433,6 +435,9 @@ class Journal:
     async def open_orders(self, venue: str | None = None, symbol: str | None = None) -> list[OrderUpdate]:
         return await self._read(JournalStore.open_orders, venue, symbol)
 
+    async def orders_by_venue_order_id(self, venue: str, venue_order_ids: Sequence[str]) -> dict[str, OrderUpdate]:
+        return await self._read(JournalStore.orders_by_venue_order_id, venue, venue_order_ids)
+
     async def order_history(self, client_order_id: str) -> list[OrderUpdate]:
         return await self._read(JournalStore.order_history, client_order_id)
 
@@ -481,6 +486,11 @@ class Journal:
 
     async def latest_balances(self, venue: str | None = None) -> list[BalanceUpdate]:
         return await self._read(JournalStore.latest_balances, venue)
+
+    async def balance_snapshots(
+        self, *, venue: str | None = None, sources: Sequence[str] | None = None
+    ) -> list[JournaledBalances]:
+        return await self._read(JournalStore.balance_snapshots, venue=venue, sources=sources)
 
     async def integrity_problems(self) -> list[str]:
         return await self._read(JournalStore.integrity_problems)

@@ -63,9 +63,11 @@ from daemon.messages import (
     ANY_MESSAGE,
     BalanceUpdate,
     BreakerTripped,
+    Denial,
     ExecutionCheckpoint,
     ExecutionStateChanged,
     Fill,
+    KillReport,
     Message,
     OrderIntent,
     OrderUpdate,
@@ -178,7 +180,7 @@ class BalanceSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "reconcile"
 
 
-RiskEvent = TradingStateChanged | BreakerTripped | RiskLimitChanged
+RiskEvent = TradingStateChanged | BreakerTripped | RiskLimitChanged | Denial | KillReport
 Record = (
     OrderIntent
     | OrderUpdate
@@ -191,6 +193,8 @@ Record = (
     | TradingStateChanged
     | BreakerTripped
     | RiskLimitChanged
+    | Denial
+    | KillReport
     | OperatorCommand
     | CommandResult
 )
@@ -210,6 +214,16 @@ class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
     recorded_ms: int
     exec_id: str | None
     fill: Fill
+
+
+class JournaledBalances(msgspec.Struct, frozen=True, kw_only=True):
+    """A balance snapshot as journaled; `seq` orders snapshots as they were written."""
+
+    seq: int
+    recorded_ms: int
+    venue: str
+    source: str
+    balances: tuple[BalanceUpdate, ...]
 
 
 class JournaledEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -615,6 +629,8 @@ class JournalStore:
             TradingStateChanged: self._put_risk_event,
             BreakerTripped: self._put_risk_event,
             RiskLimitChanged: self._put_risk_event,
+            Denial: self._put_risk_event,
+            KillReport: self._put_risk_event,
             OperatorCommand: self._put_command,
             CommandResult: self._put_command_result,
         }
@@ -1059,6 +1075,24 @@ class JournalStore:
         rows = self._conn.execute(sql + " ORDER BY update_id", params).fetchall()
         return [_update_from(row) for row in rows]
 
+    def orders_by_venue_order_id(self, venue: str, venue_order_ids: Sequence[str]) -> dict[str, OrderUpdate]:
+        """The latest state of the orders a venue knows by these ids (its own order ids).
+
+        Reconciliation needs it: a venue's trade list may name an order only by
+        the venue's id (Binance's myTrades carries no client order id).
+        """
+        found: dict[str, OrderUpdate] = {}
+        ids = list(dict.fromkeys(venue_order_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._conn.execute(
+                f"SELECT {_UPDATE_COLUMNS} FROM orders WHERE venue = ? AND venue_order_id IN ({','.join('?' * len(chunk))})",
+                (venue, *chunk),
+            ).fetchall()
+            for row in rows:
+                found[row["venue_order_id"]] = _update_from(row)
+        return found
+
     def order_history(self, client_order_id: str) -> list[OrderUpdate]:
         """Every update journaled for one order, oldest first (stale ones included)."""
         rows = self._conn.execute(
@@ -1271,6 +1305,54 @@ class JournalStore:
             )
             for row in rows
         ]
+
+    def balance_snapshots(
+        self, *, venue: str | None = None, sources: Sequence[str] | None = None
+    ) -> list[JournaledBalances]:
+        """Balance snapshots oldest first, optionally only of one venue or of some sources
+        (the position keeper reads back the adjustments it journaled this way)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if venue is not None:
+            clauses.append("s.venue = ?")
+            params.append(venue)
+        if sources is not None:
+            if not sources:
+                return []
+            clauses.append(f"s.source IN ({','.join('?' * len(sources))})")
+            params.extend(sources)
+        sql = """SELECT s.id AS seq, s.recorded_ms, s.venue AS snapshot_venue, s.source,
+                        b.venue, b.asset, b.free, b.locked, b.venue_ms
+                 FROM balance_snapshots s LEFT JOIN balances b ON b.snapshot_id = s.id"""
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY s.id, b.id"
+        snapshots: list[JournaledBalances] = []
+        current: dict[str, Any] | None = None
+        for row in self._conn.execute(sql, params):
+            if current is None or current["seq"] != row["seq"]:
+                if current is not None:
+                    snapshots.append(JournaledBalances(**current))
+                current = {
+                    "seq": row["seq"],
+                    "recorded_ms": row["recorded_ms"],
+                    "venue": row["snapshot_venue"],
+                    "source": row["source"],
+                    "balances": (),
+                }
+            if row["asset"] is not None:
+                current["balances"] += (
+                    BalanceUpdate(
+                        venue=row["venue"],
+                        asset=row["asset"],
+                        free=Decimal(row["free"]),
+                        locked=Decimal(row["locked"]),
+                        venue_ms=row["venue_ms"],
+                    ),
+                )
+        if current is not None:
+            snapshots.append(JournaledBalances(**current))
+        return snapshots
 
     # --- maintenance -------------------------------------------------------------------
 

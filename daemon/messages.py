@@ -426,6 +426,44 @@ class ExecutionCheckpoint(Message):
     algo_state: dict[str, Any] = {}
 
 
+class ExecutionProgress(Message):
+    """A running execution at one instant, on topics.EXEC_PROGRESS (`tradectl watch ID`).
+
+    Published at a bounded rate while it works and once more when it ends.
+    Percentages are of the parent (its quantity, or its quote amount);
+    `schedule_deviation_pct` is filled minus planned (negative: behind).
+    `slippage_bps` is against the arrival mid, positive = cost for buys and
+    sells alike; `participation` is our fills over the market volume since
+    the start. Child counts: `children_sent` reached the risk sentinel's
+    approval, `children_working` may still trade (UNKNOWN ones included).
+    """
+
+    exec_id: str
+    state: str
+    algo: str
+    venue: str
+    symbol: str
+    side: Side
+    quantity: Decimal | None  # the parent in base units, or None for a quote amount
+    quote_amount: Decimal | None
+    filled: Decimal
+    filled_quote: Decimal
+    filled_pct: float
+    avg_price: float | None = None
+    schedule_pct: float | None = None
+    schedule_deviation_pct: float | None = None
+    slippage_bps: float | None = None
+    participation: float | None = None
+    elapsed: float = 0.0
+    remaining: float | None = None  # seconds to the end time, when there is one
+    children_sent: int = 0
+    children_working: int = 0
+    children_filled: int = 0
+    children_cancelled: int = 0
+    children_rejected: int = 0  # venue rejects and risk denials
+    note: str = ""
+
+
 class RiskLimitChanged(Message):
     """An operator (`by`) changed a risk limit; `limit` names it (e.g. `max_order_notional`)."""
 
@@ -521,6 +559,7 @@ ANY_MESSAGE = (
     | BalancesAcknowledged
     | ExecutionStateChanged
     | ExecutionCheckpoint
+    | ExecutionProgress
     | RiskLimitChanged
     | VenueCancelReport
     | FlattenReport

@@ -26,6 +26,7 @@ ORDER_UPDATE = "order.update"  # OrderUpdate; lossless
 FILL = "fill"  # Fill; lossless, each trade once
 BALANCE = "balance"  # BalanceUpdate; lossless
 VENUE_STATUS = "venue.status"  # VenueStatus; lossless (rare)
+INSTRUMENTS = "instruments"  # Instrument, or a list of them, when a gateway loads or refreshes exchange info
 
 # risk
 RISK_STATE = "risk.state"  # TradingStateChanged
@@ -33,7 +34,10 @@ RISK_BREAKER = "risk.breaker"  # BreakerTripped
 ORDER_DENIED = "order.denied"  # Denial, for watch/logs
 
 # positions
-POSITIONS = "positions"  # equity/position summaries for risk and watch (conflated)
+POSITIONS = "positions"  # PositionsSummary for risk and watch; read conflated (one key)
+POSITIONS_QUERY = "positions.query"  # request/reply: PositionsQuery -> PositionsReply
+POSITIONS_CONTROL = "positions.control"  # request/reply: tradectl's pnl, report, balances, ack-balances
+BALANCE_CHECK = "positions.balance_check"  # BalanceMismatch, BalancesAcknowledged; lossless
 
 # executions
 EXEC_STATE = "exec.state"  # ExecutionStateChanged
