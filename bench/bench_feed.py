@@ -8,9 +8,11 @@ mixes the three things a diff does: new levels (mostly near the touch),
 changed quantities (mostly near the touch, some deep) and removals. The book
 starts from a snapshot of `DEPTH` levels per side and stays about that deep.
 
-Ours is the feed's hot path: `codec.decode_market_frame` (typed msgspec
-decode into `Decimal` levels), `BookSync.on_diff` (sequence check) and
-`LocalBook` (integer-tick keys), then the best bid and ask.
+Ours is the feed's hot path: `codec.decode_market_frame(frame,
+text_levels=True)` (typed msgspec decode, levels left as the venue's text),
+`BookSync.on_diff` (sequence check) and `LocalBook` (exact integer-tick keys
+parsed from the text, Decimals built only for the levels read), then the best
+bid and ask as `Decimal`.
 
 The table's baseline is what a first implementation does: `json.loads`, a
 dict of float prices, the same sequence check, and the best bid and ask by
@@ -194,7 +196,7 @@ def ours_ingest(sync: BookSync, frames: Sequence[bytes]) -> tuple:
     book = sync.book
     top = None
     for frame in frames:
-        diff = decode(frame)
+        diff = decode(frame, text_levels=True)
         if type(diff) is not BookDiff or on_diff(diff) is not SyncAction.APPLIED:
             raise AssertionError(f"frame not applied: {diff!r}")
         top = (book.best_bid(), book.best_ask())

@@ -25,6 +25,7 @@ from daemon.messages import BalanceUpdate, Fill, OrderUpdate
 from daemon.model import Instrument, OrderStatus, OrderType, Side, TimeInForce
 
 Level = tuple[Decimal, Decimal]  # (price, quantity); quantity 0 removes the level
+TextLevel = tuple[str, str]  # the same as the venue wrote it, e.g. ("60000.01000000", "0.00541000")
 
 
 # ---------------------------------------------------------------------------------------
@@ -40,13 +41,18 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BookDiff(msgspec.Struct, frozen=True, kw_only=True):
-    """One depth update: applies ids first_id..last_id (Binance `U`..`u`)."""
+    """One depth update: applies ids first_id..last_id (Binance `U`..`u`).
+
+    Levels are `Level` (Decimal) pairs, or `TextLevel` pairs when an adapter
+    decodes on the fast path; `venues.orderbook` takes either and reads back
+    Decimals, so only code that reads a diff's levels itself must handle both.
+    """
 
     symbol: str
     first_id: int
     last_id: int
-    bids: Sequence[Level]
-    asks: Sequence[Level]
+    bids: Sequence[Level] | Sequence[TextLevel]
+    asks: Sequence[Level] | Sequence[TextLevel]
     venue_ms: int = 0
 
 

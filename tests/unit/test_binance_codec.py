@@ -7,8 +7,9 @@ import pytest
 
 from daemon.messages import BalanceUpdate, Fill, OrderUpdate
 from daemon.model import OrderStatus, OrderType, Side, TimeInForce
-from venues.base import BookDiff, OrderRequest, PublicTrade, StreamNotice
+from venues.base import BookDiff, BookSnapshot, OrderRequest, PublicTrade, StreamNotice
 from venues.binance import codec
+from venues.orderbook import BookSync, LocalBook, MalformedLevel, SyncAction
 
 EXCHANGE_INFO = b"""{
  "timezone": "UTC", "serverTime": 1700000000000,
@@ -241,35 +242,83 @@ def test_depth_update_frame():
     )
 
 
+def test_depth_update_frame_with_text_levels_keeps_the_venue_text():
+    ev = codec.decode_market_frame(
+        b'{"stream":"bnbbtc@depth@100ms","data":{"e":"depthUpdate","E":1672515782136,"s":"BNBBTC",'
+        b'"U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","100"],["0.0027","0.00000000"]]}}',
+        text_levels=True,
+    )
+    assert ev == BookDiff(
+        symbol="BNBBTC",
+        first_id=157,
+        last_id=160,
+        bids=[("0.0024", "10")],
+        asks=[("0.0026", "100"), ("0.0027", "0.00000000")],
+        venue_ms=1672515782136,
+    )
+
+
+def test_text_and_decimal_depth_decoding_build_the_same_book():
+    frames = [
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":11,"u":12,'
+        b'"b":[["60000.01000000","0.00541000"],["59999.99000000","1.20000000"]],'
+        b'"a":[["60000.02000000","3.00000000"],["60000.05000000","0.00000001"]]}}',
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":2,"s":"BTCUSDT","U":13,"u":15,'
+        b'"b":[["60000.01000000","0.00000000"],["59999.98000000","2.00000000"]],'
+        b'"a":[["60000.02000000","0.50000000"],["60000.03000000","0.00000000"]]}}',
+    ]
+    books = {}
+    for text_levels in (False, True):
+        sync = BookSync(LocalBook("BTCUSDT", D("0.01")))
+        sync.on_snapshot(BookSnapshot(symbol="BTCUSDT", last_update_id=10, bids=[], asks=[(D("60000.03"), D(1))]))
+        for frame in frames:
+            assert sync.on_diff(codec.decode_market_frame(frame, text_levels=text_levels)) is SyncAction.APPLIED
+        books[text_levels] = [[(str(p), str(q)) for p, q in side] for side in (sync.book.bids(), sync.book.asks())]
+    assert books[True] == books[False] == [
+        [("59999.99000000", "1.20000000"), ("59999.98000000", "2.00000000")],
+        [("60000.02000000", "0.50000000"), ("60000.05000000", str(D("0.00000001")))],
+    ]
+
+
 @pytest.mark.parametrize("maker, taker", [(b"true", Side.SELL), (b"false", Side.BUY)])
 def test_trade_frame_taker_side(maker, taker):
-    ev = codec.decode_market_frame(
+    frame = (
         b'{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,'
         b'"p":"0.001","q":"100","T":1672515782130,"m":' + maker + b',"M":true}}'
     )
+    ev = codec.decode_market_frame(frame)
     assert ev == PublicTrade(
         symbol="BNBBTC", trade_id=12345, price=D("0.001"), qty=D(100), taker_side=taker, venue_ms=1672515782130
     )
+    assert codec.decode_market_frame(frame, text_levels=True) == ev  # trades are Decimal on both paths
 
 
-def test_server_shutdown_frame_is_a_notice():
-    ev = codec.decode_market_frame(b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
+@pytest.mark.parametrize("text_levels", [False, True])
+def test_server_shutdown_frame_is_a_notice(text_levels):
+    ev = codec.decode_market_frame(
+        b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}', text_levels=text_levels
+    )
     assert isinstance(ev, StreamNotice) and ev.kind == codec.SERVER_SHUTDOWN
 
 
-def test_other_frames_are_reported_not_crashed_on():
-    assert codec.decode_market_frame(b'{"result":null,"id":1}') is None
-    notice = codec.decode_market_frame(b'{"code":2,"msg":"Invalid request: unknown variant"}')
+@pytest.mark.parametrize("text_levels", [False, True])
+def test_other_frames_are_reported_not_crashed_on(text_levels):
+    def decode(frame: bytes):
+        return codec.decode_market_frame(frame, text_levels=text_levels)
+
+    assert decode(b'{"result":null,"id":1}') is None
+    notice = decode(b'{"code":2,"msg":"Invalid request: unknown variant"}')
     assert notice.kind == codec.VENUE_MESSAGE and "unknown variant" in notice.detail
-    notice = codec.decode_market_frame(b'{"stream":"x@aggTrade","data":{"e":"aggTrade","E":5,"a":1}}')
+    notice = decode(b'{"stream":"x@aggTrade","data":{"e":"aggTrade","E":5,"a":1}}')
     assert notice.kind == codec.UNKNOWN_EVENT and "aggTrade" in notice.detail
-    notice = codec.decode_market_frame(
+    notice = decode(
         b'{"stream":"x@bookTicker","data":{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000",'
         b'"a":"25.36520000","A":"40.66000000"}}'
     )
     assert notice.kind == codec.UNKNOWN_EVENT
 
 
+@pytest.mark.parametrize("text_levels", [False, True])
 @pytest.mark.parametrize(
     "frame",
     [
@@ -278,13 +327,33 @@ def test_other_frames_are_reported_not_crashed_on():
         b'{"stream":"x"}',
         b'{"stream":"x@trade","data":{"e":"trade","E":1}}',  # a trade missing its fields
         b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1"]],"a":[]}}',
-        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["abc","1"]],"a":[]}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1","2","3"]],"a":[]}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"b":[],"a":[]}}',
         b'{"stream":"x@depth","data":[1]}',
     ],
 )
-def test_malformed_market_frames_raise_a_clear_error(frame):
+def test_malformed_market_frames_raise_a_clear_error(frame, text_levels):
+    with pytest.raises(codec.MalformedFrame):
+        codec.decode_market_frame(frame, text_levels=text_levels)
+
+
+def test_text_levels_must_be_json_strings_as_binance_sends_them():
+    frame = b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[[1.5,"1"]],"a":[]}}'
+    assert codec.decode_market_frame(frame).bids == [(D("1.5"), D(1))]
+    with pytest.raises(codec.MalformedFrame):
+        codec.decode_market_frame(frame, text_levels=True)
+
+
+def test_a_level_that_is_not_a_number_is_refused_by_the_decoder_or_by_the_book():
+    frame = b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["abc","1"]],"a":[]}}'
     with pytest.raises(codec.MalformedFrame):
         codec.decode_market_frame(frame)
+    diff = codec.decode_market_frame(frame, text_levels=True)  # text is checked when applied
+    sync = BookSync(LocalBook("X", D("0.01")))
+    sync.on_snapshot(BookSnapshot(symbol="X", last_update_id=0, bids=[], asks=[]))
+    with pytest.raises(MalformedLevel, match="'abc' is not a decimal number"):
+        sync.on_diff(diff)
+    assert sync.needs_snapshot
 
 
 def test_book_ticker_decoder():

@@ -305,6 +305,11 @@ def _merged(*parts) -> list:
     return list(out.items())
 
 
+def _as_binance_text(levels_) -> list:
+    """Levels as Binance writes them on the stream: 8 decimals, as text."""
+    return [(f"{price:.8f}", f"{qty:.8f}") for price, qty in levels_]
+
+
 @given(
     initial=st.tuples(levels, levels),
     steps=steps_strategy,
@@ -314,11 +319,14 @@ def _merged(*parts) -> list:
     buffered_after=st.integers(min_value=0, max_value=25),
     duplicate_every=st.integers(min_value=0, max_value=5),
     start_id=st.integers(min_value=0, max_value=10**12),
+    text_diffs=st.booleans(),
 )
 def test_contiguous_diffs_rebuild_the_reference_book(
-    initial, steps, snapshot_step, snapshot_mid_diff, buffered_before, buffered_after, duplicate_every, start_id
-):
-    """Wherever the snapshot falls in the stream, the synced book equals the venue's book."""
+    initial, steps, snapshot_step, snapshot_mid_diff, buffered_before, buffered_after, duplicate_every, start_id,
+    text_diffs,
+):  # fmt: skip
+    """Wherever the snapshot falls in the stream, the synced book equals the venue's book
+    (diffs carrying Decimal levels or, as the Binance fast path decodes them, text)."""
     snapshot_step = min(snapshot_step, len(steps))
     ref_bids: dict = {}
     ref_asks: dict = {}
@@ -340,7 +348,10 @@ def test_contiguous_diffs_rebuild_the_reference_book(
             snapshot = take(update_id + 1)
         _apply(ref_bids, b2)
         _apply(ref_asks, a2)
-        diffs.append(diff(update_id + 1, update_id + 2, bids=_merged(b1, b2), asks=_merged(a1, a2)))
+        bids_, asks_ = _merged(b1, b2), _merged(a1, a2)
+        if text_diffs:
+            bids_, asks_ = _as_binance_text(bids_), _as_binance_text(asks_)
+        diffs.append(diff(update_id + 1, update_id + 2, bids=bids_, asks=asks_))
         update_id += 2
     if snapshot is None:
         snapshot = take(update_id)
@@ -360,6 +371,7 @@ def test_contiguous_diffs_rebuild_the_reference_book(
 
     assert s.book.bids() == tuple(sorted(ref_bids.items(), reverse=True))
     assert s.book.asks() == tuple(sorted(ref_asks.items()))
+    assert all(type(v) is D for level in s.book.bids() + s.book.asks() for v in level)
     assert s.book.update_id == update_id
     assert s.gaps == 0
 

@@ -384,7 +384,7 @@ class _MarketEvents:
             raw = await _receive(self._ws, "market stream")
             self.frames += 1
             try:
-                event = codec.decode_market_frame(raw)
+                event = codec.decode_market_frame(raw, text_levels=True)  # exact text levels: the book parses them fastest
             except codec.MalformedFrame as exc:
                 self._log.warning("venue.malformed_frame", stream="market", error=str(exc))
                 return StreamNotice(kind=codec.MALFORMED_FRAME, detail=str(exc))

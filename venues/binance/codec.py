@@ -2,8 +2,10 @@
 
 Every decoder is built once at import and decodes straight into frozen Structs
 with `Decimal` prices and quantities (Binance sends them as strings), so the
-hot path never builds a dict. The Structs are narrow views: fields we do not
-use are skipped by the decoder, and new fields Binance adds do not break us.
+hot path never builds a dict; depth updates can also keep their levels as
+text (`DepthUpdateText`), which the order book keys without any `Decimal`.
+The Structs are narrow views: fields we do not use are skipped by the
+decoder, and new fields Binance adds do not break us.
 
 Stream frames are decoded in one pass through a union tagged on the event
 type `e`; a frame outside the union (a new event type, an error, an ack) falls
@@ -37,6 +39,7 @@ from venues.base import (
 
 ZERO = Decimal(0)
 LevelList = list[tuple[Decimal, Decimal]]
+TextLevelList = list[tuple[str, str]]  # levels as Binance wrote them, e.g. ("60000.01000000", "0.00541000")
 
 
 class MalformedFrame(ValueError):
@@ -224,6 +227,24 @@ class DepthUpdate(_Event, tag="depthUpdate", kw_only=True):
     asks: LevelList = field(name="a")
 
 
+class DepthUpdateText(_Event, tag="depthUpdate", kw_only=True):
+    """`DepthUpdate` with its levels left as text, for the feed's hot path.
+
+    A frame carries about forty prices and quantities and the book reads few of
+    them, so making a `Decimal` of each costs more than the rest of the frame.
+    `venues.orderbook.LocalBook` keys the text exactly, refuses text that is not
+    a number when it applies it, and builds the `Decimal` of a level only when
+    the level is read (the same value this decoder's sibling would have made).
+    """
+
+    event_ms: int = field(name="E")
+    symbol: str = field(name="s")
+    first_id: int = field(name="U")
+    last_id: int = field(name="u")
+    bids: TextLevelList = field(name="b")
+    asks: TextLevelList = field(name="a")
+
+
 class TradeEvent(_Event, tag="trade", kw_only=True):
     event_ms: int = field(name="E")
     symbol: str = field(name="s")
@@ -256,6 +277,13 @@ class MarketFrame(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     stream: str
     data: DepthUpdate | TradeEvent | ServerShutdown
+
+
+class MarketFrameText(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """`MarketFrame` with depth levels as text (see `DepthUpdateText`)."""
+
+    stream: str
+    data: DepthUpdateText | TradeEvent | ServerShutdown
 
 
 class BookTickerFrame(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -381,6 +409,7 @@ ORDERS = msgspec.json.Decoder(list[OrderResponse])
 ACCOUNT = msgspec.json.Decoder(AccountInfo)
 MY_TRADES = msgspec.json.Decoder(list[MyTrade])
 MARKET_FRAME = msgspec.json.Decoder(MarketFrame)
+MARKET_FRAME_TEXT = msgspec.json.Decoder(MarketFrameText)
 BOOK_TICKER_FRAME = msgspec.json.Decoder(BookTickerFrame)
 LOOSE_FRAME = msgspec.json.Decoder(LooseFrame)
 WS_API_FRAME = msgspec.json.Decoder(WsApiFrame)
@@ -407,7 +436,8 @@ def book_snapshot(symbol: str, view: DepthSnapshot) -> BookSnapshot:
     return BookSnapshot(symbol=symbol, last_update_id=view.last_update_id, bids=view.bids, asks=view.asks)
 
 
-def book_diff(ev: DepthUpdate) -> BookDiff:
+def book_diff(ev: DepthUpdate | DepthUpdateText) -> BookDiff:
+    """The diff of a depth update; its levels are Decimal or text, as the update's."""
     return BookDiff(
         symbol=ev.symbol, first_id=ev.first_id, last_id=ev.last_id, bids=ev.bids, asks=ev.asks, venue_ms=ev.event_ms
     )
@@ -432,19 +462,28 @@ VENUE_MESSAGE = "venue_message"
 BALANCE_DELTA = "balance_delta"
 
 
-def decode_market_frame(frame: bytes | str) -> BookDiff | PublicTrade | StreamNotice | None:
+def decode_market_frame(
+    frame: bytes | str, *, text_levels: bool = False
+) -> BookDiff | PublicTrade | StreamNotice | None:
     """One combined-stream frame as our market event.
 
     Returns None for frames that carry nothing (e.g. a subscription ack);
     raises `MalformedFrame` for frames that cannot be read.
+
+    With `text_levels`, a depth update's levels stay the text Binance sent
+    (`venues.base.TextLevel`), about four times cheaper to decode; give such a
+    diff to `BookSync.on_diff` / `LocalBook.apply_levels` as usual, which
+    check the text as they apply it (a level that is not a number raises
+    `venues.orderbook.MalformedLevel` there instead of `MalformedFrame` here).
     """
     try:
-        data = MARKET_FRAME.decode(frame).data
+        data = (MARKET_FRAME_TEXT if text_levels else MARKET_FRAME).decode(frame).data
     except msgspec.DecodeError:
         return _market_slow_path(frame)
-    if type(data) is DepthUpdate:
+    kind = type(data)
+    if kind is DepthUpdateText or kind is DepthUpdate:
         return book_diff(data)
-    if type(data) is TradeEvent:
+    if kind is TradeEvent:
         return public_trade(data)
     return StreamNotice(kind=SERVER_SHUTDOWN, detail=f"server shutdown announced at {data.event_ms}")
 
