@@ -213,7 +213,7 @@ class Feed:
             if self.health is not None:
                 self.health.report(f"feed.{self.venue}", Level.DEGRADED, "not running")
 
-    def _setup_books(self) -> None:
+    def _setup_books(self, *, quiet: bool = False) -> None:
         books: dict[str, BookSync] = {}
         missing = []
         for symbol in self.configured:
@@ -222,7 +222,7 @@ class Feed:
                 missing.append(symbol)
                 continue
             books[symbol] = BookSync(LocalBook(symbol, inst.tick_size))
-        if missing:
+        if missing and not quiet:
             self.log.error(
                 "feed.unknown_symbols",
                 venue=self.venue,
@@ -239,9 +239,11 @@ class Feed:
         attempt = 0
         first = True
         while True:
-            if not self.symbols:
-                self._set_state(FeedState.DOWN, "no symbol to stream: check [feed.symbols]")
-                await trio.sleep_forever()
+            while not self.symbols:
+                # the gateway loads the instruments; until it has, there is nothing to key a book on
+                self._set_state(FeedState.DOWN, "no known symbol to stream yet: check [feed.symbols] and the gateway")
+                await trio.sleep(self.config.status_interval)
+                self._setup_books(quiet=True)
             if not first:
                 self.reconnects += 1
             first = False
@@ -362,6 +364,7 @@ class Feed:
         try:
             action = sync.on_diff(diff)
         except ValueError as exc:
+            self._refresh_tick(diff.symbol)
             self._resync(diff.symbol, f"unusable level: {exc}")
             return
         if action is SyncAction.APPLIED:
@@ -386,6 +389,14 @@ class Feed:
         self._tops.pop(symbol, None)
         self._book_lost()
         self._request_snapshot(symbol)
+
+    def _refresh_tick(self, symbol: str) -> None:
+        """A price off the book's tick: if the venue changed the tick size, key the book on the new one."""
+        inst = self.instruments.get((self.venue, symbol))
+        sync = self.books[symbol]
+        if inst is not None and inst.tick_size != sync.book.tick_size:
+            self.log.warning("book.tick_changed", venue=self.venue, symbol=symbol, old=sync.book.tick_size, new=inst.tick_size)
+            self.books[symbol] = BookSync(LocalBook(symbol, inst.tick_size))
 
     def _book_lost(self) -> None:
         if self.state is FeedState.LIVE:
@@ -423,6 +434,7 @@ class Feed:
                             action = sync.on_snapshot(snapshot)
                         except ValueError as exc:
                             self.log.error("book.snapshot_unusable", venue=self.venue, symbol=symbol, error=str(exc))
+                            self._refresh_tick(symbol)
                         else:
                             if action is SyncAction.SYNCED:
                                 self.log.info(

@@ -18,7 +18,7 @@ carrying its id, is it REJECTED as never having reached the venue. A refusal
 with "Duplicate order sent." means the first one did arrive: it is looked up.
 
 Rate limits. A 429 stops every order for the venue's Retry-After (published as
-``rate_limited``); orders wait, in arrival order, and one that could not be
+``rate_limited``); orders wait, and one that could not be
 sent within `order_max_wait` seconds is REJECTED rather than sent into a
 market that has moved on. Cancels never queue behind orders, but they too wait
 out a 429: sending during one is how an IP earns a 418 ban, which blocks the
@@ -42,7 +42,16 @@ ready: the daemon never reports READY on an unreconciled venue.
 
 Order states move through the explicit machine in `actors.order_state`; an
 impossible transition is logged (``order.transition_invalid``) and the order is
-looked up, never crashed on.
+looked up, never crashed on. A cancel asked for an order still being sent is
+carried out once the POST is answered; one asked before it was sent means it
+is never sent.
+
+Emergency stop (`cancel_all_and_verify`, on the handle): cancel-all per symbol
+in parallel over the adapter's emergency pool, then an open-orders query,
+repeated until nothing is open or the deadline passes. Orders approved before
+the kill but not yet sent are rejected, and a POST already on the wire is
+waited for and its order cancelled, so nothing is left working. It needs no
+running actor.
 """
 
 from __future__ import annotations
@@ -1294,7 +1303,7 @@ class Gateway:
                 trades = await self.adapter.my_trades(symbol, start)
                 if mark is not None and not mark.isdigit():
                     trades = [t for t in trades if t.trade_id != mark]
-                fills = await self._fills_for(trades, history=history)
+                fills = await self._fills_for(symbol, trades, history=history)
                 if fills:
                     recovered += len(await self._record(fills, Source.EVENT))
                 if not trades:
@@ -1307,7 +1316,7 @@ class Gateway:
                 start = _next_trade_id(newest)
         return recovered
 
-    async def _fills_for(self, trades: Sequence[AccountTrade], *, history: bool) -> list[Fill]:
+    async def _fills_for(self, symbol: str, trades: Sequence[AccountTrade], *, history: bool) -> list[Fill]:
         """Fills for trades, each mapped to our client order id through the venue's order id.
 
         With `history` (no trade of the symbol journaled yet) only trades of
@@ -1318,13 +1327,13 @@ class Gateway:
         ids: dict[str, str] = {}
         unmapped: list[str] = []
         for trade in trades:
-            order = self.table.by_venue_order_id(trade.venue_order_id)
+            order = self.table.by_venue_order_id(symbol, trade.venue_order_id)
             if order is not None:
                 ids[trade.venue_order_id] = order.client_order_id
             else:
                 unmapped.append(trade.venue_order_id)
         if unmapped:
-            found = await self.journal.orders_by_venue_order_id(self.venue, unmapped)
+            found = await self.journal.orders_by_venue_order_id(self.venue, symbol, unmapped)
             ids.update((vid, update.client_order_id) for vid, update in found.items())
         now = trio.current_time()
         fills = []

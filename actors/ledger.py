@@ -33,7 +33,8 @@ The rate used for a third-asset fee is returned in `AppliedFill.fee_rate`: the
 caller journals it and passes it again on replay, because replaying the same
 fills with the same rates in the same order must rebuild the same state.
 
-Fills are idempotent by (venue, trade_id): a fill seen before changes nothing.
+Fills are idempotent by (venue, symbol, trade_id) (Binance numbers trades per
+symbol): a fill seen before changes nothing.
 
 Balances per (venue, asset) are moved by fills from whatever was seeded with
 `set_balances` (the venue's snapshot at start, or after an operator accepted a
@@ -402,7 +403,7 @@ class Ledger:
         self._balances: dict[tuple[str, str], Decimal] = {}
         self._marks: dict[tuple[str, str], Decimal] = {}
         self._rates: dict[tuple[str, str], Decimal] = {}
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[tuple[str, str], set[str]] = {}  # (venue, trade id) -> symbols
         self._closed: deque[ClosedTrade] = deque(maxlen=max_closed_trades)
         self.closed_trade_count = 0  # all round trips, including ones the bounded list dropped
         for instrument in instruments:
@@ -488,17 +489,19 @@ class Ledger:
         return None
 
     # --- fills ----------------------------------------------------------------------------
-    def has_fill(self, venue: str, trade_id: str) -> bool:
-        return (venue, trade_id) in self._seen
+    def has_fill(self, venue: str, trade_id: str, symbol: str | None = None) -> bool:
+        """Whether this trade was applied; without `symbol`, a trade of that id in any symbol."""
+        symbols = self._seen.get((venue, trade_id))
+        return bool(symbols) if symbol is None else symbols is not None and symbol in symbols
 
     def apply_fill(self, fill: Fill, *, fee_rate: Decimal | None = None) -> AppliedFill:
-        """Account for one fill. Idempotent by (venue, trade_id).
+        """Account for one fill. Idempotent by (venue, symbol, trade_id).
 
         `fee_rate` is the price of a third-asset fee in the instrument's quote
         currency at fill time (ignored for base and quote fees). Raises
         `UnknownInstrument` or `InvalidFill` without changing anything.
         """
-        if (fill.venue, fill.trade_id) in self._seen:
+        if self.has_fill(fill.venue, fill.trade_id, fill.symbol):
             return AppliedFill(fill=fill, duplicate=True)
         instrument = self._instruments.get((fill.venue, fill.symbol))
         if instrument is None:
@@ -551,7 +554,7 @@ class Ledger:
         if fee_asset:
             _add(self._balances, (fill.venue, fee_asset), -fee)
 
-        self._seen.add((fill.venue, fill.trade_id))
+        self._seen.setdefault((fill.venue, fill.trade_id), set()).add(fill.symbol)
         return AppliedFill(
             fill=fill,
             quantity_change=delta,

@@ -22,7 +22,8 @@ only inferred (REJECTED because the venue never heard of the order) gives way
 to anything the venue later says about it.
 
 `OrderTable` holds the orders one gateway tracks, indexed by client order id
-and by the venue's own id (Binance's trade list names orders only by that).
+and by (symbol, the venue's own id): Binance's trade list names orders only by
+that id, and numbers them per symbol.
 Everything here is plain code: no I/O, no trio.
 """
 
@@ -205,7 +206,7 @@ class OrderTable:
         self.venue = venue
         self.keep_final = keep_final
         self._orders: dict[str, TrackedOrder] = {}
-        self._by_venue_id: dict[str, str] = {}
+        self._by_venue_id: dict[tuple[str, str], str] = {}
         self._finals: OrderedDict[str, None] = OrderedDict()
         self.invalid = 0
 
@@ -221,8 +222,8 @@ class OrderTable:
     def get(self, client_order_id: str) -> TrackedOrder | None:
         return self._orders.get(client_order_id)
 
-    def by_venue_order_id(self, venue_order_id: str) -> TrackedOrder | None:
-        cid = self._by_venue_id.get(venue_order_id)
+    def by_venue_order_id(self, symbol: str, venue_order_id: str) -> TrackedOrder | None:
+        cid = self._by_venue_id.get((symbol, venue_order_id))
         return None if cid is None else self._orders.get(cid)
 
     def working(self, symbol: str | None = None) -> list[TrackedOrder]:
@@ -326,14 +327,14 @@ class OrderTable:
     def _merge_ids(self, order: TrackedOrder, update: OrderUpdate) -> None:
         if update.venue_order_id:
             order.venue_order_id = update.venue_order_id
-            self._by_venue_id[update.venue_order_id] = order.client_order_id
+            self._by_venue_id[(order.symbol, update.venue_order_id)] = order.client_order_id
 
     def _forget_old_finals(self) -> None:
         while len(self._finals) > self.keep_final:
             cid, _ = self._finals.popitem(last=False)
             order = self._orders.pop(cid, None)
             if order is not None and order.venue_order_id is not None:
-                self._by_venue_id.pop(order.venue_order_id, None)
+                self._by_venue_id.pop((order.symbol, order.venue_order_id), None)
 
     def snapshot(self, order: TrackedOrder, venue: str, **changes: object) -> OrderUpdate:
         """An `OrderUpdate` describing `order` as held, with `changes` (e.g. a new local status)."""

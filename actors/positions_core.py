@@ -174,8 +174,8 @@ class PositionKeeper:
             curve=EquityCurve(interval_ms=interval_ms, max_points=config.curve_points),
         )
         self._pending: dict[InstrumentKey, list[Fill]] = {}
-        self._pending_ids: set[tuple[str, str]] = set()
-        self._refused_ids: set[tuple[str, str]] = set()
+        self._pending_ids: set[tuple[str, str, str]] = set()
+        self._refused_ids: set[tuple[str, str, str]] = set()
         self.refused: deque[RefusedFill] = deque(maxlen=100)
         self.refused_count = 0
         self.fills_applied = 0
@@ -198,13 +198,13 @@ class PositionKeeper:
             waiting = self._pending.pop(key, None)
             if waiting:
                 for fill in waiting:
-                    self._pending_ids.discard((fill.venue, fill.trade_id))
+                    self._pending_ids.discard((fill.venue, fill.symbol, fill.trade_id))
                     booked.append(self.apply_fill(fill))
         return booked
 
     def apply_fill(self, fill: Fill) -> tuple[FillOutcome, AppliedFill | None]:
-        ident = (fill.venue, fill.trade_id)
-        if self.ledger.has_fill(*ident) or ident in self._pending_ids or ident in self._refused_ids:
+        ident = (fill.venue, fill.symbol, fill.trade_id)  # trade ids are per symbol at Binance
+        if self.ledger.has_fill(fill.venue, fill.trade_id, fill.symbol) or ident in self._pending_ids or ident in self._refused_ids:
             self.duplicates += 1
             return FillOutcome.DUPLICATE, None
         if self.ledger.instrument(fill.venue, fill.symbol) is None:

@@ -84,7 +84,7 @@ from daemon.messages import (
     OrderUpdate,
     Quote,
 )
-from daemon.model import client_order_id
+from daemon.model import OrderStatus, client_order_id, plain
 
 log = get_logger("scheduler")
 
@@ -95,6 +95,8 @@ SHUTDOWN_CHECKPOINT = 2.0  # bounded, shielded: the last checkpoint when the dae
 CRASH_CLEANUP = 3.0
 CHECKPOINT_MIN_GAP = 1.0  # fills in a burst share one checkpoint
 GUARD_TICK = 1.0  # while paused for volatility, look again this often (the window slides)
+UNKNOWN_GRACE = 60.0  # see `_settle_unknown`
+FILL_WAIT = 5.0  # at the end, how long to wait for fills the order updates already reported
 
 
 class ExecState(enum.StrEnum):
@@ -225,6 +227,8 @@ class Scheduler:
         self.report: ExecutionReport | None = None
         self.done = trio.Event()
         self.running = False
+        self.started = False  # reported ready at least once (a start that failed leaves it False)
+        self.error: str | None = None
         self._calls: list[_Call] = []
         self._stop_reason: str | None = None
         self._cancel: _Call | None = None
@@ -237,6 +241,7 @@ class Scheduler:
         self._last_checkpoint = -math.inf
         self._checkpointed = (ZERO, 0)  # (filled, next_seq) at the last checkpoint
         self._final_sent = False
+        self._unknown_since: dict[str, float] = {}
         if self.recovery.cancel_by:
             self._calls.append(_Call("cancel", self.recovery.cancel_by, self.recovery.cancel_reason))
 
@@ -309,8 +314,11 @@ class Scheduler:
         out = msgspec.to_builtins(self.progress_message(trio.current_time()))
         out.pop("type", None)
         out["id"] = out.pop("exec_id")
+        for key in ("quantity", "quote_amount", "filled", "filled_quote"):
+            value = getattr(self.ledger, key, None) if key.startswith("filled") else getattr(p, key)
+            out[key] = None if value is None else plain(value)
         out.update(
-            limit_price=None if p.limit_price is None else str(p.limit_price),
+            limit_price=None if p.limit_price is None else plain(p.limit_price),
             urgency=p.urgency.value,
             style=p.child_style.value,
             start_ms=self.spec.start_ms,
@@ -349,7 +357,7 @@ class Scheduler:
                     nursery.start_soon(self._read_fills, fills)
                     nursery.start_soon(self._read_trades, trades)
                     nursery.start_soon(self._read_quotes, quotes)
-                    self.running = True
+                    self.running = self.started = True
                     log.info(
                         "exec.started",
                         exec=self.exec_id,
@@ -364,7 +372,8 @@ class Scheduler:
                     await self._main()
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            await self._crashed(exc)
+            self.error = describe_error(_leaf(exc))
+            await self._crashed(self.error)
             raise
         finally:
             self.running = False
@@ -377,16 +386,16 @@ class Scheduler:
                 self._cancel.answer()
             self.done.set()
 
-    async def _crashed(self, exc: Exception) -> None:
+    async def _crashed(self, error: str) -> None:
         """A bug: cancel what works, and leave the execution INTERRUPTED for an operator."""
-        log.error("exec.crashed", exec=self.exec_id, error=describe_error(exc))
+        log.error("exec.crashed", exec=self.exec_id, error=error)
         with trio.move_on_after(CRASH_CLEANUP, shield=True):
             try:
                 for child in self.ledger.live():
                     await self._send_cancel(child.client_order_id, "the execution's scheduler crashed")
                 await self._transition(
                     ExecState.INTERRUPTED,
-                    f"scheduler crashed ({describe_error(exc)}); its children were cancelled; "
+                    f"scheduler crashed ({error}); its children were cancelled; "
                     f"`tradectl exec resume {self.exec_id}` or `tradectl exec cancel {self.exec_id}`",
                     "scheduler",
                 )
@@ -522,6 +531,8 @@ class Scheduler:
             times.append(trio.current_time() + GUARD_TICK)
         if self._cancel_deadline is not None:
             times.append(self._cancel_deadline)
+        if self._unknown_since:
+            times.append(min(self._unknown_since.values()) + UNKNOWN_GRACE)
         return min(t for t in times if t is not None)
 
     async def _sleep(self, deadline: float) -> None:
@@ -591,6 +602,7 @@ class Scheduler:
         except RequestTimeout:
             # it may still be journaled and sent: it counts in full until an update settles it
             self.ledger.outcome_unknown(cid, trio.current_time())
+            self._unknown_since[cid] = trio.current_time()
             log.warning("exec.child_unknown", exec=self.exec_id, cid=cid, detail="no answer from the risk sentinel in time")
             return
         except (NoHandler, BusClosed) as exc:
@@ -743,6 +755,8 @@ class Scheduler:
         await self._end(ExecState.COMPLETED, reason, "scheduler", finish)
 
     async def _end(self, state: ExecState, reason: str, by: str, finish: Finish | None) -> None:
+        if state is not ExecState.CANCELLED or by != "kill":
+            await self._await_fills(trio.current_time() + FILL_WAIT)
         now = trio.current_time()
         self.end_mid = self._mid() or self.end_mid
         self.ended_ms = int(self.wall() * 1000)
@@ -770,6 +784,19 @@ class Scheduler:
         else:
             log.info("exec.report", exec=self.exec_id, state=state.value, filled=0, detail="no market price was seen: no report")
         await self._publish_progress(now)
+
+    async def _await_fills(self, deadline: float) -> None:
+        """An order update may report a fill before its `Fill` arrives: wait (bounded) for the fills,
+        so the report prices every fill at its own price."""
+        while True:
+            missing = [c.client_order_id for c in self.ledger.children.values() if c.reported_filled > c.fill_qty]
+            if not missing:
+                return
+            if trio.current_time() >= deadline:
+                log.warning("exec.fills_missing", exec=self.exec_id, cids=",".join(missing[:10]), detail="the report uses the reported average prices")
+                return
+            self._changed = trio.Event()
+            await self._sleep(deadline)
 
     def _final_report(self, finish: str) -> ExecutionReport | None:
         arrival = self.arrival_mid
@@ -849,8 +876,35 @@ class Scheduler:
         if scope.cancelled_caught:
             log.error("exec.journal_failed", exec=self.exec_id, record=type(record).__name__, error=f"no answer within {JOURNAL_TIMEOUT:g}s")
 
+    async def _settle_unknown(self, now: float) -> None:
+        """A child risk never answered for, and that never reached the journal, was never sent.
+
+        The sentinel journals an intent before it forwards it, within seconds;
+        an intent still missing from the journal `UNKNOWN_GRACE` seconds after
+        the request timed out cannot be at the venue, so it stops counting.
+        One that is journaled stays UNKNOWN until the gateway settles it.
+        """
+        for cid, since in list(self._unknown_since.items()):
+            child = self.ledger.children.get(cid)
+            if child is None or child.is_final or child.status is not OrderStatus.UNKNOWN:
+                del self._unknown_since[cid]
+                continue
+            if now < since + UNKNOWN_GRACE or self.journal is None:
+                continue
+            try:
+                journaled = await self.journal.intent(cid)
+            except Exception as exc:
+                log.warning("exec.journal_failed", exec=self.exec_id, record="intent lookup", error=describe_error(exc))
+                return
+            del self._unknown_since[cid]
+            if journaled is None:
+                self.ledger.denied(cid, "never journaled by the risk sentinel: it was not sent", now)
+                log.warning("exec.child_settled", exec=self.exec_id, cid=cid, outcome="not sent")
+
     async def _housekeeping(self, now: float) -> None:
         s = self.settings
+        if self._unknown_since:
+            await self._settle_unknown(now)
         if now - self._last_progress >= s.progress_interval:
             await self._publish_progress(now)
         dirty = self.ledger.filled != self._checkpointed[0] or self.ledger.next_seq != self._checkpointed[1]
@@ -942,6 +996,13 @@ class Scheduler:
 # ---------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside nested single-error groups (trio nurseries wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _instrument_key(msg: Any) -> Any:

@@ -36,5 +36,6 @@ benchmarks, and its order is the order of the table. The contract:
 BENCHMARKS: tuple[str, ...] = (
     "bus",  # issue figure 1: messages/s through the actor bus
     "feed",  # figure 2: Binance depth frames/s decoded and applied to the book
+    "kill",  # figure 4: tradectl kill to zero open orders, and the overhead above the venues' round trips
     "journal",  # figure 5: fills/s made durable (its run() predates the contract; adapted in __main__)
 )

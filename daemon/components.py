@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import actors.executions
 import actors.risk
 import actors.venues
 from actors.positions import install as install_positions
@@ -25,3 +26,4 @@ def install(daemon: Daemon) -> None:
     install_positions(daemon)  # replays the journal before risk asks for positions
     actors.risk.install(daemon)  # risk sentinel + emergency stop: after journal and positions, before venues
     actors.venues.install(daemon)  # venue supervisor: gateway[v] + feed[v] per configured venue
+    actors.executions.install(daemon)  # execution supervisor + exec commands: last, after the venues

@@ -16,6 +16,7 @@ from daemon.bus import NoHandler, RequestTimeout
 from daemon.control import Caller, CommandError, Emit
 from daemon.logs import Level, LogRecord, sink
 from daemon.messages import Depth, MarketTrade, Quote, SetLogLevel, StatusRequest
+from daemon.model import client_order_id
 
 if TYPE_CHECKING:
     from daemon.app import Daemon
@@ -154,5 +155,18 @@ def _matches(msg: Any, args: WatchArgs) -> bool:
         if getattr(msg, field, None) == topic:
             return True
     intent = getattr(msg, "intent", None)
-    return intent is not None and getattr(intent, "exec_id", None) == topic
+    if intent is not None and getattr(intent, "exec_id", None) == topic:
+        return True
+    return _is_child_of(getattr(msg, "client_order_id", None), topic)
+
+
+def _is_child_of(cid: Any, exec_id: str) -> bool:
+    """True when `cid` is a child order of execution `exec_id` (its updates and fills)."""
+    if not isinstance(cid, str):
+        return False
+    try:
+        prefix = client_order_id(exec_id, 0)[:-1]
+    except ValueError:
+        return False
+    return cid.startswith(prefix)
 

@@ -209,6 +209,9 @@ def build() -> Ctl:
     from daemon.ctl_venues import register_venues  # here: it imports this module
 
     register_venues(ctl)
+    from daemon.ctl_exec import register_exec  # here: it imports this module; after core (it extends watch)
+
+    register_exec(ctl)
     return ctl
 
 

@@ -326,7 +326,7 @@ class Journal:
         return await self._record(update)
 
     async def record_fill(self, fill: Fill) -> bool:
-        """Journal a fill. True if new; False if (venue, trade_id) was already there."""
+        """Journal a fill. True if new; False if (venue, symbol, trade_id) was already there."""
         return await self._record(fill)
 
     async def record_fills(self, fills: Sequence[Fill]) -> list[bool]:
@@ -435,8 +435,10 @@ class Journal:
     async def open_orders(self, venue: str | None = None, symbol: str | None = None) -> list[OrderUpdate]:
         return await self._read(JournalStore.open_orders, venue, symbol)
 
-    async def orders_by_venue_order_id(self, venue: str, venue_order_ids: Sequence[str]) -> dict[str, OrderUpdate]:
-        return await self._read(JournalStore.orders_by_venue_order_id, venue, venue_order_ids)
+    async def orders_by_venue_order_id(
+        self, venue: str, symbol: str, venue_order_ids: Sequence[str]
+    ) -> dict[str, OrderUpdate]:
+        return await self._read(JournalStore.orders_by_venue_order_id, venue, symbol, venue_order_ids)
 
     async def order_history(self, client_order_id: str) -> list[OrderUpdate]:
         return await self._read(JournalStore.order_history, client_order_id)

@@ -21,9 +21,10 @@ Idempotency
     An intent is keyed by its client order id: journaling it again reports
     that it already existed, and a *different* intent under the same id is
     refused (`JournalConflict`), because that would be two orders sharing one
-    id. A fill is unique by (venue, trade id): a duplicate is ignored and
-    reported as such. So replays after a crash and reconciliation can record
-    whatever they find without double counting.
+    id. A fill is unique by (venue, symbol, trade id), since venues such as
+    Binance number trades per symbol: a duplicate is ignored and reported as
+    such. So replays after a crash and reconciliation can record whatever
+    they find without double counting.
 
 Representation
     Decimals are stored as TEXT in plain notation (exact; ``1.50`` stays
@@ -440,6 +441,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX fills_by_execution ON fills (exec_id, id)",
         ),
     ),
+    Migration(
+        3,
+        "a fill is unique by (venue, symbol, trade id)",
+        (
+            # Binance numbers trades per symbol: BTCUSDT trade 7 and ETHUSDT
+            # trade 7 are two trades. Unique by (venue, trade id), the second
+            # was taken for a duplicate and lost. SQLite cannot change a table's
+            # constraint in place, so the table is rebuilt, ids (and so the
+            # journal's order of fills) kept.
+            """CREATE TABLE fills_v3 (
+                id              INTEGER PRIMARY KEY,
+                venue           TEXT NOT NULL,
+                symbol          TEXT NOT NULL,
+                client_order_id TEXT NOT NULL,
+                trade_id        TEXT NOT NULL,
+                side            TEXT NOT NULL,
+                price           TEXT NOT NULL,
+                qty             TEXT NOT NULL,
+                fee             TEXT NOT NULL,
+                fee_asset       TEXT NOT NULL,
+                is_maker        INTEGER NOT NULL,
+                venue_order_id  TEXT,
+                venue_ms        INTEGER NOT NULL,
+                recorded_ms     INTEGER NOT NULL,
+                exec_id         TEXT,
+                UNIQUE (venue, symbol, trade_id)
+            )""",
+            """INSERT INTO fills_v3 (id, venue, symbol, client_order_id, trade_id, side, price, qty, fee, fee_asset,
+                                     is_maker, venue_order_id, venue_ms, recorded_ms, exec_id)
+               SELECT id, venue, symbol, client_order_id, trade_id, side, price, qty, fee, fee_asset,
+                      is_maker, venue_order_id, venue_ms, recorded_ms, exec_id FROM fills""",
+            "DROP TABLE fills",
+            "ALTER TABLE fills_v3 RENAME TO fills",
+            "CREATE INDEX fills_by_instrument ON fills (venue, symbol, id)",
+            "CREATE INDEX fills_by_order ON fills (client_order_id)",
+            "CREATE INDEX fills_by_execution ON fills (exec_id, id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -787,7 +826,7 @@ class JournalStore:
         return self._one(update)
 
     def record_fill(self, fill: Fill) -> bool:
-        """True if new, False if (venue, trade_id) was already journaled."""
+        """True if new, False if (venue, symbol, trade_id) was already journaled."""
         return self._one(fill)
 
     def record(self, record: Any) -> Any:
@@ -858,7 +897,7 @@ class JournalStore:
             f"""INSERT INTO fills ({_FILL_COLUMNS}, recorded_ms, exec_id)
                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,
                         (SELECT exec_id FROM intents WHERE client_order_id = ?))
-                ON CONFLICT (venue, trade_id) DO NOTHING""",
+                ON CONFLICT (venue, symbol, trade_id) DO NOTHING""",
             (
                 fill.venue,
                 fill.symbol,
@@ -880,13 +919,16 @@ class JournalStore:
             self._acknowledge(fill.client_order_id)
             return True
         row = conn.execute(
-            f"SELECT {_FILL_COLUMNS} FROM fills WHERE venue = ? AND trade_id = ?", (fill.venue, fill.trade_id)
+            f"SELECT {_FILL_COLUMNS} FROM fills WHERE venue = ? AND symbol = ? AND trade_id = ?",
+            (fill.venue, fill.symbol, fill.trade_id),
         ).fetchone()
         existing = _fill_from(row)
         if existing != msgspec.structs.replace(fill, ts=0.0):
             # Same trade id, different content: the venue is the authority and
             # the first record stays; make the discrepancy visible.
-            log.warning("journal.fill_differs", venue=fill.venue, trade_id=fill.trade_id, kept=existing, ignored=fill)
+            log.warning(
+                "journal.fill_differs", venue=fill.venue, symbol=fill.symbol, trade_id=fill.trade_id, kept=existing, ignored=fill
+            )
         return False
 
     def _acknowledge(self, client_order_id: str) -> None:
@@ -1075,19 +1117,21 @@ class JournalStore:
         rows = self._conn.execute(sql + " ORDER BY update_id", params).fetchall()
         return [_update_from(row) for row in rows]
 
-    def orders_by_venue_order_id(self, venue: str, venue_order_ids: Sequence[str]) -> dict[str, OrderUpdate]:
-        """The latest state of the orders a venue knows by these ids (its own order ids).
+    def orders_by_venue_order_id(self, venue: str, symbol: str, venue_order_ids: Sequence[str]) -> dict[str, OrderUpdate]:
+        """The latest state of the orders a venue knows by these ids (its own order ids, per symbol).
 
         Reconciliation needs it: a venue's trade list may name an order only by
-        the venue's id (Binance's myTrades carries no client order id).
+        the venue's id (Binance's myTrades carries no client order id, and
+        numbers orders per symbol).
         """
         found: dict[str, OrderUpdate] = {}
         ids = list(dict.fromkeys(venue_order_ids))
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._conn.execute(
-                f"SELECT {_UPDATE_COLUMNS} FROM orders WHERE venue = ? AND venue_order_id IN ({','.join('?' * len(chunk))})",
-                (venue, *chunk),
+                f"SELECT {_UPDATE_COLUMNS} FROM orders WHERE venue = ? AND symbol = ? "
+                f"AND venue_order_id IN ({','.join('?' * len(chunk))})",
+                (venue, symbol, *chunk),
             ).fetchall()
             for row in rows:
                 found[row["venue_order_id"]] = _update_from(row)

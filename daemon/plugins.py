@@ -7,7 +7,9 @@ what makes the loader know the section.
 
 import venues.binance.config  # noqa: E402,F401  ([venues.NAME] type = "binance")
 import venues.sim.config  # noqa: E402,F401  ([venues.NAME] type = "sim")
+import venues.sim.server_config  # noqa: E402,F401  ([venue_server], for tradingd venue --config)
 import actors.risk  # noqa: E402,F401  ([risk])
 import actors.positions  # noqa: E402,F401  ([positions])
 import daemon.journal_service  # noqa: E402,F401  ([journal])
 import actors.venues  # noqa: E402,F401  ([feed], [gateway])
+import actors.executions  # noqa: E402,F401  ([executions])

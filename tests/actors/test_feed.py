@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 import trio
 
@@ -312,3 +313,19 @@ async def test_after_a_lost_diff_the_book_is_rebuilt_equal_to_the_venues(autojum
         theirs = world.engine.snapshot(symbol, depth=None)
         assert ours is not None and ours.update_id == theirs.last_update_id, symbol
         assert ours.bids() == tuple(theirs.bids) and ours.asks() == tuple(theirs.asks), symbol
+
+
+async def test_a_changed_tick_size_is_picked_up_on_the_next_resync(autojump_clock, nursery):
+    market = ScriptedMarket({"BTCUSDT": snap(10)})
+    instruments = dict(INSTRUMENTS)
+    feed = Feed("sim", market, ["BTCUSDT"], bus=Bus(), instruments=instruments, config=FeedConfig(stale_after=30.0))
+    await nursery.start(feed.run)
+    await wait_for(lambda: feed.state is FeedState.LIVE)
+    # the venue moves to a finer tick; the gateway's refresh updates the shared instruments
+    instruments[("sim", "BTCUSDT")] = msgspec.structs.replace(BTC, tick_size=D("0.001"))
+    market.snapshots["BTCUSDT"] = snap(20, bids=(("100.005", "1"),), asks=(("100.007", "2"),))
+    market.connections[0].push(diff(11, bids=[("100.005", "1")]))
+    await wait_for(lambda: market.snapshot_calls["BTCUSDT"] == 2 and feed.state is FeedState.LIVE)
+    assert feed.book("BTCUSDT").tick_size == D("0.001")
+    assert feed.last_quote("BTCUSDT").bid == D("100.005")
+    assert logged("book.tick_changed", symbol="BTCUSDT")

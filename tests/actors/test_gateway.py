@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 import trio
 
@@ -14,7 +15,7 @@ from actors.order_state import Source
 from daemon import topics
 from daemon.bus import Bus
 from daemon.health import Health, Level
-from daemon.messages import CancelAllOrders, CancelOrder, OrderUpdate
+from daemon.messages import BalanceUpdate, CancelAllOrders, CancelOrder, OrderUpdate
 from daemon.model import FilterViolation, OrderStatus, OrderType, Side, TimeInForce
 from daemon.supervisor import Registry
 from tests.actors.venue_fakes import (  # noqa: F401 (fresh_log: an autouse fixture)
@@ -180,7 +181,24 @@ async def test_duplicated_and_reordered_user_events_give_each_fill_once(autojump
         assert (ours.status, ours.filled_qty) == (final.status, final.filled_qty)
         assert (await rig.journal.order(o.client_order_id)).status is final.status
     assert logged("order.transition_invalid") == []
-    assert rig.journal.batches < 60  # events were journaled in batches, not one transaction each
+
+
+async def test_queued_stream_events_share_one_journal_transaction(autojump_clock, nursery, engine):
+    rig = Rig(FaultyVenue(engine))
+    await rig.start(nursery)
+    await trio.sleep(1)
+    rig.seen.drain(topics.BALANCE)  # the start's reconciliation
+    events = [BalanceUpdate(venue="sim", asset="USDT", free=D(1000 + i), locked=D(0)) for i in range(50)]
+    async with rig.gateway._lock:  # the journal is busy: events queue up meanwhile
+        for event in events:
+            rig.gateway._events_send.send_nowait((Source.EVENT, event))
+        before = rig.journal.batches
+    await wait_for(lambda: rig.journal.batches > before)
+    await trio.sleep(1)
+    assert rig.journal.batches - before == 1
+    assert rig.seen.drain(topics.BALANCE) == events  # published after the journal, in order
+    usdt = [b for b in rig.journal.store.latest_balances("sim") if b.asset == "USDT"]
+    assert usdt[0].free == D(1049)
 
 
 # --- unknown outcomes -------------------------------------------------------------------------
@@ -370,9 +388,8 @@ async def test_an_impossible_event_is_logged_and_the_order_looked_up(autojump_cl
     await wait_for(lambda: S.CANCELED in rig.statuses(order.client_order_id))
     queries = venue.calls["query_order"]
     bogus = rig.updates(order.client_order_id)[-1]
-    rig.gateway._events_send.send_nowait(
-        (Source.EVENT, OrderUpdate(**{**{f: getattr(bogus, f) for f in bogus.__struct_fields__}, "status": S.PARTIALLY_FILLED, "filled_qty": D("0.005")}))
-    )
+    trades_after_cancel = msgspec.structs.replace(bogus, status=S.PARTIALLY_FILLED, filled_qty=D("0.005"))
+    rig.gateway._events_send.send_nowait((Source.EVENT, trades_after_cancel))
     await wait_for(lambda: venue.calls["query_order"] > queries)
     assert logged("order.transition_invalid", cid=order.client_order_id)
     assert rig.state(order.client_order_id).status is S.CANCELED

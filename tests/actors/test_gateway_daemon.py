@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 import trio
 
@@ -102,3 +103,68 @@ def test_binance_without_symbols_or_credentials_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError) as err:
         venues.install(Daemon(cfg))
     assert "feed.symbols.binance" in str(err.value)
+
+
+class FlakyConfig(msgspec.Struct, frozen=True):
+    type: str = "flaky"
+
+
+def flaky_daemon(crashes: int, **supervisor):
+    """A daemon with one venue whose adapter has a bug the first `crashes` times it is asked for instruments."""
+    from actors import venues
+    from daemon.app import Daemon
+    from daemon.config import Config, SupervisorSection
+    from daemon.supervisor import Backoff, Intensity
+    from tests.actors.venue_fakes import FaultyVenue, InlineJournal, make_engine
+
+    engine = make_engine()
+
+    class Flaky(FaultyVenue):
+        left = crashes
+
+        async def instruments(self):
+            if Flaky.left:
+                Flaky.left -= 1
+                raise RuntimeError("a bug in the adapter (test)")
+            return await super().instruments()
+
+    venues.register_venue_kind("flaky", lambda name, cfg: venues.VenueParts(adapter=Flaky(engine), default_symbols=("BTCUSDT",)))
+    cfg = Config(
+        venues={"flaky": FlakyConfig()},
+        supervisor=SupervisorSection(
+            backoff=Backoff(initial=1.0, multiplier=2.0, jitter=0.0),
+            intensity=Intensity(**({"max_restarts": 5, "period": 60.0} | supervisor)),
+        ),
+    )
+    d = Daemon(cfg)
+    d.services["journal"] = InlineJournal()
+    return d, venues.install(d)
+
+
+async def test_the_venue_supervisor_restarts_a_crashed_gateway(autojump_clock, nursery):
+    from actors import venues
+
+    try:
+        d, supervisor = flaky_daemon(crashes=2)
+        await nursery.start(supervisor.run)
+        await wait_until(lambda: d.registry.actors["gateway[flaky]"].state == "running", timeout=60)
+        record = d.registry.actors["gateway[flaky]"]
+        assert record.restarts == 2 and "a bug in the adapter" in record.last_error
+        feed = d.services["feeds"]["flaky"]
+        await wait_until(lambda: feed.state.value == "live", timeout=60)  # it waited for the instruments
+        assert d.registry.actors["feed[flaky]"].restarts == 0
+    finally:
+        venues.VENUE_KINDS.pop("flaky", None)
+
+
+async def test_past_its_restart_intensity_the_venue_supervisor_gives_up(autojump_clock):
+    from actors import venues
+    from daemon.supervisor import SupervisorGaveUp
+
+    try:
+        d, supervisor = flaky_daemon(crashes=100, max_restarts=2)
+        with pytest.raises(SupervisorGaveUp) as gave_up:
+            await supervisor.run()
+        assert gave_up.value.supervisor == "venues" and "a bug in the adapter" in gave_up.value.last_error
+    finally:
+        venues.VENUE_KINDS.pop("flaky", None)

@@ -186,3 +186,23 @@ async def test_a_malformed_stream_frame_triggers_a_reconciliation(autojump_clock
         stream.inner.push(StreamNotice(kind="malformed_frame", detail="test"))
     await wait_for(lambda: rig.gateway.reconciles > before and rig.fills())
     assert rig.state(order.client_order_id).status is S.FILLED
+
+
+async def test_the_journal_maps_venue_order_ids_per_symbol():
+    journal = InlineJournal()
+    for symbol, cid in (("BTCUSDT", "btc-order"), ("ETHUSDT", "eth-order")):
+        await journal.record_update(
+            update_from_state(
+                "sim",
+                await FaultyVenue(make_engine()).inner.place_order(
+                    OrderRequest(
+                        symbol=symbol, client_order_id=cid, side=Side.BUY, order_type=OrderType.LIMIT,
+                        quantity=D("0.1"), price=D("1000"), time_in_force=TimeInForce.GTC,
+                    )
+                ),
+            )
+        )  # fmt: skip
+    btc = await journal.orders_by_venue_order_id("sim", "BTCUSDT", ["1", "2"])
+    eth = await journal.orders_by_venue_order_id("sim", "ETHUSDT", ["1"])
+    assert {k: v.client_order_id for k, v in btc.items()} == {"1": "btc-order"}
+    assert {k: v.client_order_id for k, v in eth.items()} == {"1": "eth-order"}

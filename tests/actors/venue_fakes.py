@@ -137,8 +137,8 @@ class InlineJournal:
     async def last_trade_ids(self) -> dict[tuple[str, str], str]:
         return await self._read("last_trade_ids")
 
-    async def orders_by_venue_order_id(self, venue: str, ids: Sequence[str]) -> dict[str, OrderUpdate]:
-        return await self._read("orders_by_venue_order_id", venue, ids)
+    async def orders_by_venue_order_id(self, venue: str, symbol: str, ids: Sequence[str]) -> dict[str, OrderUpdate]:
+        return await self._read("orders_by_venue_order_id", venue, symbol, ids)
 
     def fills(self, **kwargs: Any) -> list[Fill]:
         return [jf.fill for jf in self.store.fills(**kwargs)]

@@ -43,7 +43,8 @@ def test_missing_file():
 def test_defaults_and_shipped_configs_are_valid():
     cfg = parse("", "empty")
     assert cfg.daemon.graceful_stop_timeout > 0
-    load("config/paper.toml")
+    for shipped in ("config/paper.toml", "config/binance.toml", "config/loopback.toml", "systemd/tradingd.toml"):
+        assert load(shipped).source == shipped
 
 
 def _tradingd(*args, cwd=None):

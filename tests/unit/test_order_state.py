@@ -178,9 +178,9 @@ def test_table_indexes_by_venue_order_id_and_merges_missing_fields():
     order = table.track_intent(intent)
     assert order.status is None and order.ours and "td-e-0" in table
     table.apply(upd(S.PENDING_NEW, cid="td-e-0", venue_id=None), Source.LOCAL)
-    assert table.by_venue_order_id("77") is None
+    assert table.by_venue_order_id("BTCUSDT", "77") is None
     table.apply(upd(S.NEW, cid="td-e-0", venue_id="77"), Source.QUERY)
-    assert table.by_venue_order_id("77") is order
+    assert table.by_venue_order_id("BTCUSDT", "77") is order
     # a later update without the venue id keeps the one we know
     table.apply(upd(S.PARTIALLY_FILLED, "0.5", cid="td-e-0", venue_id=None), Source.EVENT)
     assert order.venue_order_id == "77" and order.filled_qty == D("0.5")
@@ -192,7 +192,7 @@ def test_a_stale_answer_still_teaches_the_venue_id():
     table = OrderTable("sim")
     table.apply(upd(S.FILLED, "1", venue_id=None), Source.EVENT)
     verdict, order = table.apply(upd(S.NEW, venue_id="9"), Source.EVENT)
-    assert verdict is Verdict.STALE and order.venue_order_id == "9" and table.by_venue_order_id("9") is order
+    assert verdict is Verdict.STALE and order.venue_order_id == "9" and table.by_venue_order_id("BTCUSDT", "9") is order
 
 
 def test_an_order_never_seen_is_adopted_as_not_ours():
@@ -227,7 +227,7 @@ def test_final_orders_are_forgotten_oldest_first_working_ones_never():
         table.apply(upd(S.FILLED, "1", cid=f"f{i}", venue_id=f"v{i}"), Source.EVENT)
     assert "working" in table
     assert [c for c in ("f0", "f1", "f2", "f3", "f4", "f5") if c in table] == ["f3", "f4", "f5"]
-    assert table.by_venue_order_id("v0") is None and table.by_venue_order_id("v5") is not None
+    assert table.by_venue_order_id("BTCUSDT", "v0") is None and table.by_venue_order_id("BTCUSDT", "v5") is not None
 
 
 def test_snapshot_describes_the_order_with_changes():
@@ -271,3 +271,16 @@ def test_transition_table_covers_every_status():
     # every pair is classified without raising
     for a, b in itertools.product(OrderStatus, repeat=2):
         judge(a, D(0), b, D(0))
+
+
+def test_venue_order_ids_are_per_symbol():
+    # Binance numbers orders per symbol: BTCUSDT order 5 and ETHUSDT order 5 are two orders
+    table = OrderTable("sim")
+    table.apply(upd(S.NEW, cid="btc", venue_id="5"), Source.QUERY)
+    eth = OrderUpdate(
+        venue="sim", symbol="ETHUSDT", client_order_id="eth", status=S.NEW, side=Side.SELL, quantity=D(1),
+        venue_order_id="5",
+    )  # fmt: skip
+    table.apply(eth, Source.QUERY)
+    assert table.by_venue_order_id("BTCUSDT", "5").client_order_id == "btc"
+    assert table.by_venue_order_id("ETHUSDT", "5").client_order_id == "eth"
