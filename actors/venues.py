@@ -219,6 +219,14 @@ class VenuesArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     venue: str | None = None
 
 
+class OrdersArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    venue: str | None = None
+    symbol: str | None = None
+    exec_id: str | None = None
+    all: bool = False  # also orders that are done (as far as the gateways still remember them)
+    limit: int = 500
+
+
 def install(daemon: Daemon) -> VenueSupervisor | None:
     """Build the adapters, gateways and feeds of every configured venue and add the venue supervisor."""
     config = daemon.config
@@ -325,6 +333,48 @@ def _register_command(daemon: Daemon, venues: list[Venue]) -> None:
         VenuesArgs,
         help="connection state, latency, rate-limit usage and reconnects of every venue",
     )
+
+    async def orders_cmd(args: OrdersArgs, caller: Caller) -> dict[str, Any]:
+        rows: list[dict[str, Any]] = []
+        for venue in venues:
+            if args.venue is not None and venue.name != args.venue:
+                continue
+            for order in venue.gateway.table:
+                if not args.all and order.is_final:
+                    continue
+                if args.symbol is not None and order.symbol != args.symbol:
+                    continue
+                exec_id = order.intent.exec_id if order.intent is not None else None
+                if args.exec_id is not None and exec_id != args.exec_id:
+                    continue
+                rows.append(order_row(venue.name, order, exec_id))
+        if args.venue is not None and not any(v.name == args.venue for v in venues):
+            raise CommandError("not_found", f"no venue named {args.venue!r}")
+        return {"orders": rows[-args.limit :] if args.limit > 0 else rows, "total": len(rows)}
+
+    daemon.commands.add(
+        "orders",
+        orders_cmd,
+        OrdersArgs,
+        help="orders the gateways track: working ones by default, with --all the recent finished ones too",
+    )
+
+
+def order_row(venue: str, order: Any, exec_id: str | None) -> dict[str, Any]:
+    return {
+        "venue": venue,
+        "symbol": order.symbol,
+        "client_order_id": order.client_order_id,
+        "exec_id": exec_id,
+        "side": order.side,
+        "quantity": order.quantity,
+        "filled": order.filled_qty,
+        "price": order.price,
+        "status": order.status.value if order.status is not None else "PENDING_NEW",
+        "venue_order_id": order.venue_order_id,
+        "ours": order.ours,
+        "inferred": order.inferred,
+    }
 
 
 __all__ = ["VENUE_KINDS", "Venue", "VenueParts", "VenueSupervisor", "build_venue", "install", "register_venue_kind"]

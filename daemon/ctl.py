@@ -206,8 +206,9 @@ def build() -> Ctl:
     from daemon.ctl_positions import register_positions  # here: it imports this module
 
     register_positions(ctl)
-    from daemon.ctl_venues import register_venues  # here: it imports this module
+    from daemon.ctl_venues import register_orders, register_venues  # here: it imports this module
 
+    register_orders(ctl)
     register_venues(ctl)
     from daemon.ctl_exec import register_exec  # here: it imports this module; after core (it extends watch)
 

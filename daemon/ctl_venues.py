@@ -105,3 +105,53 @@ def register_venues(ctl: Ctl) -> None:
     )
     p.add_argument("venue", nargs="?", help="only this venue, with every detail")
     p.set_defaults(runner=_run)
+
+
+def render_orders(result: dict[str, Any]) -> str:
+    orders = result.get("orders", [])
+    if not orders:
+        return "no working orders (--all also shows finished ones)"
+    rows = [
+        [
+            o["venue"],
+            o["symbol"],
+            o["side"],
+            o["quantity"],
+            o["filled"],
+            o["price"] if o["price"] is not None else "MARKET",
+            o["status"] + ("?" if o.get("inferred") else ""),
+            o["exec_id"] or ("-" if o.get("ours") else "(not ours)"),
+            o["client_order_id"],
+        ]
+        for o in orders
+    ]
+    out = fmt.table(["VENUE", "SYMBOL", "SIDE", "QTY", "FILLED", "PRICE", "STATUS", "EXEC", "CLIENT ORDER ID"], rows, right=(3, 4, 5))
+    if result.get("total", len(orders)) > len(orders):
+        out += f"\n({result['total'] - len(orders)} older not shown; --limit N)"
+    return out
+
+
+def _run_orders(args: argparse.Namespace, client: Client) -> int:
+    result = client.call(
+        "orders",
+        {"venue": args.venue, "symbol": args.symbol, "exec_id": args.exec_id, "all": args.all, "limit": args.limit},
+    )
+    if args.json:
+        emit_json(result)
+    else:
+        sys.stdout.write(render_orders(result) + "\n")
+    return EXIT_OK
+
+
+def register_orders(ctl: Ctl) -> None:
+    p = ctl.command(
+        "orders",
+        "orders at the venues: working ones, or with --all the recent finished ones too",
+        examples="  tradectl orders\n  tradectl orders --venue sim --symbol BTCUSDT\n  tradectl orders --exec 7f3a9c01 --all --json",
+    )
+    p.add_argument("--venue")
+    p.add_argument("--symbol")
+    p.add_argument("--exec", dest="exec_id", metavar="EXEC_ID")
+    p.add_argument("--all", action="store_true", help="include finished orders the gateways still remember")
+    p.add_argument("--limit", type=int, default=500)
+    p.set_defaults(runner=_run_orders)

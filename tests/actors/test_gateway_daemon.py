@@ -168,3 +168,30 @@ async def test_past_its_restart_intensity_the_venue_supervisor_gives_up(autojump
         assert gave_up.value.supervisor == "venues" and "a bug in the adapter" in gave_up.value.last_error
     finally:
         venues.VENUE_KINDS.pop("flaky", None)
+
+
+async def test_orders_command_lists_working_orders_through_the_socket(start_daemon, ctl):
+    """`orders` shows what the gateways track."""
+    from decimal import Decimal
+
+    from daemon.model import TimeInForce
+
+    d = await start_daemon('[venues.sim]\ntype = "sim"\nseed = 3\n')
+    mid = d.services["feeds"]["sim"].last_quote("BTCUSDT").mid
+    intent = OrderIntent(
+        client_order_id=client_order_id("ordtest", 1), exec_id="ordtest", seq=1, venue="sim", symbol="BTCUSDT",
+        side=Side.BUY, order_type=OrderType.LIMIT, time_in_force=TimeInForce.GTC, quantity=Decimal("0.001"),
+        price=(mid * Decimal("0.98")).quantize(Decimal("0.01")),  # rests, inside the 5 % collar
+    )
+    assert isinstance(await d.bus.request(topics.RISK_SUBMIT, intent, timeout=10), Approval)
+    with trio.fail_after(10):
+        while True:
+            reply = await ctl(d, "orders")
+            rows = reply["result"]["orders"]
+            if rows and rows[0]["status"] == "NEW":
+                break
+            await trio.sleep(0.05)
+    assert rows[0]["client_order_id"] == intent.client_order_id and rows[0]["exec_id"] == "ordtest"
+    assert (await ctl(d, "orders", venue="nope"))["error"]["code"] == "not_found"
+    assert (await ctl(d, "orders", exec_id="other"))["result"]["orders"] == []
+    d.request_stop("test")
