@@ -9,7 +9,11 @@ from decimal import Decimal
 import httpx
 import trio
 
+from daemon.model import OrderType, Side, TimeInForce
+from venues.base import OrderRequest
+
 from venues.binance.signing import HmacSigner, encode_params
+from venues.sim.engine import SimEngine
 from venues.sim.config import BTCUSDT, ETHUSDT, SimAccountConfig, SimConfig
 from venues.sim.server_config import ApiCredentials
 
@@ -65,3 +69,16 @@ def assert_code(response: httpx.Response, status: int, code: int) -> dict:
     assert body["code"] == code, body
     assert isinstance(body["msg"], str) and body["msg"]
     return body
+
+
+async def keep_the_book_moving(engine: SimEngine, account: str = "other", symbol: str = "BTCUSDT") -> None:
+    """Another trader placing and cancelling far from the touch: a steady stream of depth updates."""
+    for i in range(1_000_000):
+        cid = f"mover-{i}"
+        engine.place_order(account, OrderRequest(
+            symbol=symbol, client_order_id=cid, side=Side.BUY, order_type=OrderType.LIMIT,
+            price=Decimal("40000") + i % 50, quantity=Decimal("0.001"), time_in_force=TimeInForce.GTC,
+        ))  # fmt: skip
+        await trio.sleep(0.03)
+        engine.cancel_order(account, symbol, client_order_id=cid)
+        await trio.sleep(0.03)

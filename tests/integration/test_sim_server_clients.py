@@ -17,7 +17,7 @@ import trio
 
 from daemon.messages import Fill, OrderUpdate
 from daemon.model import OrderStatus, OrderType, Side, TimeInForce
-from sim_server_support import quiet_config
+from sim_server_support import keep_the_book_moving, quiet_config
 from venues.base import BookDiff, OrderNotFound, OrderRequest
 from venues.binance.adapter import BinanceAdapter
 from venues.orderbook import BookSync, LocalBook
@@ -41,7 +41,8 @@ async def test_the_binance_adapter_trades_end_to_end():
             # Book: snapshot + stream, the documented way, while the market moves.
             sync = BookSync(LocalBook("BTCUSDT", Decimal("0.01")))
             with trio.fail_after(10):
-                async with adapter.market_stream(["BTCUSDT"]) as events:
+                async with trio.open_nursery() as movers, adapter.market_stream(["BTCUSDT"]) as events:
+                    movers.start_soon(keep_the_book_moving, engine)
                     applied = 0
                     async for event in events:
                         if type(event) is not BookDiff:
@@ -52,6 +53,7 @@ async def test_the_binance_adapter_trades_end_to_end():
                         elif sync.is_live:
                             applied += 1
                             if applied >= 5:
+                                movers.cancel_scope.cancel()
                                 break
             assert sync.gaps == 0 and sync.book.best_bid() is not None and not sync.book.is_crossed
 

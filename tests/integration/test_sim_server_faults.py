@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.trio.client import connect
 
 from daemon.model import OrderType, Side, TimeInForce
-from sim_server_support import Raw, assert_code, quiet_config, wait_for
+from sim_server_support import Raw, assert_code, keep_the_book_moving, quiet_config, wait_for
 from venues.base import BookDiff, OrderNotFound, OrderRequest, StreamNotice, UnknownOutcome
 from venues.binance import codec
 from venues.binance.adapter import BinanceAdapter
@@ -142,16 +142,18 @@ async def test_dropped_connections_and_server_shutdown():
 
 async def test_depth_gap_and_stale_snapshot_are_caught_by_the_documented_sync():
     faults = Faults(stale_snapshot_age=30.0)  # older than anything kept: the first snapshot of the run
-    async with open_binance_server(quiet_config(market_step=0.05), faults=faults) as server:
+    async with open_binance_server(quiet_config(), faults=faults) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(keep_the_book_moving, server.engine)
         adapter = BinanceAdapter(server.binance_config(), server.signer())
         sync = BookSync(LocalBook("BTCUSDT", Decimal("0.01")))
         actions: list[SyncAction] = []
-        await trio.sleep(0.5)  # let the market move on from that first snapshot
+        await trio.sleep(0.3)  # let the book move on from that first snapshot
         try:
             with trio.fail_after(15):
                 await _sync_through_faults(adapter, sync, actions, faults)
         finally:
             await adapter.aclose()
+            nursery.cancel_scope.cancel()
         assert sync.stale_snapshots == 1 and sync.gaps == 1
         assert actions.count(SyncAction.SYNCED) == 2
         assert server.market.gaps_injected == 1 and faults.depth_gaps == 0 and faults.stale_snapshots == 0

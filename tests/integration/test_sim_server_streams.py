@@ -13,7 +13,7 @@ from websockets.trio.client import connect
 
 from daemon.messages import BalanceUpdate, Fill, OrderUpdate
 from daemon.model import OrderType, Side, TimeInForce
-from sim_server_support import Raw, assert_code, now_ms, quiet_config, wait_for
+from sim_server_support import Raw, assert_code, keep_the_book_moving, now_ms, quiet_config, wait_for
 from venues.base import BookDiff, BookSnapshot, OrderRequest
 from venues.binance import codec
 from venues.binance.signing import HmacSigner, websocket_payload
@@ -40,7 +40,8 @@ def limit(side: Side, price: Decimal, qty: str, cid: str) -> OrderRequest:
 
 
 async def test_depth_updates_join_snapshots_without_gaps_while_the_market_moves():
-    async with open_binance_server(quiet_config(market_step=0.05)) as server:
+    async with open_binance_server(quiet_config(market_step=0.05)) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(keep_the_book_moving, server.engine)  # besides the market's own moves
         engine = server.engine
         truth: dict[int, BookSnapshot] = {}
         engine.subscribe_market(
@@ -66,6 +67,7 @@ async def test_depth_updates_join_snapshots_without_gaps_while_the_market_moves(
                         assert later[0]["U"] <= view.last_update_id + 1 <= later[0]["u"]
                 elif snapshot_taken:
                     assert action is SyncAction.APPLIED or action is SyncAction.IGNORED
+        nursery.cancel_scope.cancel()
         for before, after in zip(events, events[1:]):
             assert after["U"] == before["u"] + 1, (before, after)
         assert sync.is_live and sync.gaps == 0

@@ -77,7 +77,9 @@ async def open_binance_server(
 # ---------------------------------------------------------------------------------------
 
 
-def load_server_config(path: str | None, seed: int | None, port: int | None) -> tuple[SimConfig, ServerSettings, Faults]:
+def load_server_config(
+    path: str | None, seed: int | None, port: int | None
+) -> tuple[SimConfig, ServerSettings, Faults]:
     """The sim venue, server settings and faults from an optional config file and the flags."""
     sim = SimConfig()
     section = VenueServerSection()
@@ -146,7 +148,8 @@ def serve_main(args: argparse.Namespace) -> int:
         if exc is None:
             raise
         print(
-            f"cannot listen on {settings.host}:{settings.port or DEFAULT_PORT} ({getattr(exc, 'strerror', None) or exc}); "
+            f"cannot listen on {settings.host}:{settings.port or DEFAULT_PORT} "
+            f"({getattr(exc, 'strerror', None) or exc}); "
             "pick another port with --port",
             file=sys.stderr,
         )

@@ -142,7 +142,9 @@ class BinanceServer:
         }
         return BinanceConfig(**(urls | overrides))  # type: ignore[arg-type]
 
-    def venue_toml(self, name: str = "binance", *, key_name: str = "loopback_api_key", secret_name: str = "loopback_api_secret") -> str:
+    def venue_toml(
+        self, name: str = "binance", *, key_name: str = "loopback_api_key", secret_name: str = "loopback_api_secret"
+    ) -> str:
         """A ``[venues.NAME]`` table pointing tradingd at this server (its keys come from `credential_env`)."""
         return (
             f"[venues.{name}]\n"
@@ -179,11 +181,15 @@ class BinanceServer:
 
     def rate_limits(self) -> list[dict]:
         s = self.settings
+        limits = (
+            ("REQUEST_WEIGHT", "MINUTE", 1, s.request_weight_per_minute),
+            ("ORDERS", "SECOND", 10, s.orders_per_10s),
+            ("ORDERS", "DAY", 1, s.orders_per_day),
+            ("RAW_REQUESTS", "MINUTE", 5, s.raw_requests_per_5m),
+        )
         return [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": s.request_weight_per_minute},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": s.orders_per_10s},
-            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": s.orders_per_day},
-            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": s.raw_requests_per_5m},
+            {"rateLimitType": kind, "interval": interval, "intervalNum": num, "limit": limit}
+            for kind, interval, num, limit in limits
         ]
 
     # --- actions for tests and operators -------------------------------------------------------------

@@ -284,7 +284,8 @@ class MarketHub:
         limit = session.settings.stream_messages_per_second
         second, count = -1, 0
         try:
-            async for message in session.ws:
+            while True:
+                message = await session.ws.recv()
                 now = int(trio.current_time())
                 if now != second:
                     second, count = now, 0

@@ -419,7 +419,9 @@ class RestApi:
         request, _ = self._order_request(params)
         instrument = self.engine.instrument(request.symbol)
         is_market = request.order_type is OrderType.MARKET
-        reference = request.price if not is_market else (self.engine.last_price(request.symbol) or self.engine.mid(request.symbol))
+        reference = request.price
+        if is_market:
+            reference = self.engine.last_price(request.symbol) or self.engine.mid(request.symbol)
         try:
             if request.quantity is not None:
                 instrument.check(request.quantity, reference, is_market=is_market)

@@ -92,7 +92,7 @@ class WsSession:
 async def _drain(session: WsSession) -> None:
     """Read and ignore what the client sends, until it closes (pongs are answered by websockets)."""
     try:
-        async for _ in session.ws:
-            pass
+        while True:
+            await session.ws.recv()
     except ConnectionClosed:
         pass

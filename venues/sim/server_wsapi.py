@@ -83,7 +83,8 @@ class WsApi:
 
     async def _read_requests(self, session: WsApiSession) -> None:
         try:
-            async for message in session.ws:
+            while True:
+                message = await session.ws.recv()
                 session.push(encode(self.answer(session, message)))
         except ConnectionClosed:
             pass
