@@ -84,6 +84,7 @@ OPTION_NAMES = {"limit_price": "limit", "child_style": "style", "quote_amount": 
 CALL_TIMEOUT = 10.0
 STOP_WAIT = 30.0  # a scheduler told to stop by the kill has this long (the kill bounds it further)
 SAMPLE_EVERY = 1.0  # mids for the volatility estimate, at most one a second
+QUOTE_MAX_AGE = 30.0  # an older quote is used only while its feed reports live (a quiet book)
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class MarketStats:
     def __init__(self, window: float) -> None:
         self.window = window
         self.quote: Quote | None = None
+        self.quote_at = -math.inf
         self._mids: collections.deque[tuple[float, float]] = collections.deque()  # (t, log mid)
         self._trades: collections.deque[tuple[float, Decimal]] = collections.deque()
         self._volume = Decimal(0)
@@ -205,6 +207,7 @@ class MarketStats:
         if not (0 < quote.bid < quote.ask):
             return
         self.quote = quote
+        self.quote_at = now
         if self.first_seen is None:
             self.first_seen = now
         if not self._mids or now - self._mids[-1][0] >= SAMPLE_EVERY:
@@ -627,6 +630,13 @@ class Executions:
                 "unavailable",
                 f"no quote for {instrument.symbol} at {instrument.venue} yet: is its feed live? (`tradectl status`); try again",
             )
+        age = trio.current_time() - stats.quote_at if stats is not None else math.inf
+        if age > QUOTE_MAX_AGE and not self._feed_live(instrument.venue):
+            raise CommandError(
+                "unavailable",
+                f"the last quote for {instrument.symbol} at {instrument.venue} is {age:.0f}s old: its feed looks stale "
+                "(`tradectl venues`); try again when it is live",
+            )
         exec_id = self._fresh_id()
         now_mono, now_wall = trio.current_time(), self.wall()
         try:
@@ -699,6 +709,12 @@ class Executions:
             "end_ms": None if params.horizon is None else spec.start_ms + int(params.horizon * 1000),
             "estimate": estimate,
         }
+
+    def _feed_live(self, venue: str) -> bool:
+        """A live feed with an old quote is a quiet book, not a dead feed."""
+        feed = (self.daemon.services.get("feeds") or {}).get(venue)
+        state = getattr(getattr(feed, "state", None), "value", None)
+        return state == "live"
 
     def _fresh_id(self) -> str:
         for _ in range(100):

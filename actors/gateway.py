@@ -275,8 +275,12 @@ class Gateway:
         health: Health | None = None,
         feed: Feed | None = None,
         rng: random.Random | None = None,
+        halted: Callable[[], bool] | None = None,
     ) -> None:
         self.venue = venue
+        # The last line of defence: nothing leaves while trading is HALTED here, even an
+        # intent approved before the halt that reached the inbox late.
+        self.halted = halted or (lambda: False)
         self.adapter = adapter
         self.bus = bus
         self._journal = journal
@@ -401,9 +405,14 @@ class Gateway:
                 return None
 
         with trio.move_on_at(deadline):
-            open_now = await query_open()
-            if open_now is None:
-                symbols |= set(self.symbols)  # cannot see what is open: cancel wherever we trade
+            if symbols:
+                # cancel where we know orders work first, saving a round trip; the query after verifies
+                open_now = None
+                still_open = tuple(o.client_order_id for o in self.table.working() if o.status is not None)
+            else:
+                open_now = await query_open()
+                if open_now is None:
+                    symbols |= set(self.symbols)  # cannot see what is open: cancel wherever we trade
             while True:
                 if open_now is not None:
                     symbols |= {o.symbol for o in open_now}
@@ -786,7 +795,7 @@ class Gateway:
             open_in_time = await self._wait_until_open(give_up_at)
             if order.status not in (None, OrderStatus.PENDING_NEW):
                 return  # settled by someone else meanwhile: nothing to send
-            if self._kill_epoch >= received:
+            if self._kill_epoch >= received or self.halted():
                 await self._record([self._local_reject(intent, "not sent: emergency stop", quantity)], Source.LOCAL)
                 return
             if order.cancel_requested:

@@ -175,7 +175,7 @@ class RiskSentinel:
         self.book.on_quote(quote)
 
     def on_fill(self, fill: Fill) -> bool:
-        """Apply a fill to positions and its order; False for a duplicate (venue, trade id)."""
+        """Apply a fill to positions and its order; False for a duplicate (venue, symbol, trade id)."""
         return self.book.on_fill(fill)
 
     def on_order_update(self, update: OrderUpdate, now: float) -> list[StateEvent]:

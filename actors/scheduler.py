@@ -96,7 +96,8 @@ CRASH_CLEANUP = 3.0
 CHECKPOINT_MIN_GAP = 1.0  # fills in a burst share one checkpoint
 GUARD_TICK = 1.0  # while paused for volatility, look again this often (the window slides)
 UNKNOWN_GRACE = 60.0  # see `_settle_unknown`
-FILL_WAIT = 5.0  # at the end, how long to wait for fills the order updates already reported
+FILL_WAIT = 5.0
+WIND_DOWN_WAITS = 3  # see `_bound_wind_down`  # at the end, how long to wait for fills the order updates already reported
 
 
 class ExecState(enum.StrEnum):
@@ -242,6 +243,7 @@ class Scheduler:
         self._checkpointed = (ZERO, 0)  # (filled, next_seq) at the last checkpoint
         self._final_sent = False
         self._unknown_since: dict[str, float] = {}
+        self._winding_since: float | None = None
         if self.recovery.cancel_by:
             self._calls.append(_Call("cancel", self.recovery.cancel_by, self.recovery.cancel_reason))
 
@@ -562,10 +564,52 @@ class Scheduler:
                 if verdict.paused:
                     await self._pause("volatility", verdict.reason or "the market is too volatile", "volatility")
                     return
-        decision = self.algo.decide(now, self._market(), self.ledger.view())
+        view = self.ledger.view()
+        decision = self.algo.decide(now, self._market(), view)
         await self._act(decision, now)
         if decision.finished is not None:
             await self._finish(decision)
+            return
+        await self._bound_wind_down(now, view)
+
+    async def _bound_wind_down(self, now: float, view: Any) -> None:
+        """Once nothing more will be sent, wait for the children's final states only so long.
+
+        The algorithm ends an execution when no child is live. A cancel the
+        venue never confirms would hold it open for ever; after
+        `WIND_DOWN_WAITS` times `cancel_wait` it ends anyway, and the gateway
+        keeps tracking the children (their fills still reach the journal and
+        the positions).
+        """
+        p = self.params
+        end = p.end_time
+        if end is not None and p.finishes_at_end:
+            end += p.end_overrun
+        if (view.filled_quote if p.in_quote else view.filled) >= p.total:
+            finish = Finish.FILLED
+        elif view.rejects_in_row >= p.max_rejects:
+            finish = Finish.FAILED
+        elif end is not None and now >= end:
+            finish = Finish.ENDED
+        else:
+            self._winding_since = None
+            return
+        if self._winding_since is None:
+            self._winding_since = now
+        limit = self._winding_since + WIND_DOWN_WAITS * self.settings.cancel_wait
+        if now < limit:
+            self._wake_at = limit if self._wake_at is None else min(self._wake_at, limit)
+            return
+        live = self.ledger.live()
+        log.warning(
+            "exec.children_left",
+            exec=self.exec_id,
+            cids=",".join(c.client_order_id for c in live),
+            detail="no final state in time; the execution ends and the gateway keeps tracking them",
+        )
+        residual = max(p.total - (view.filled_quote if p.in_quote else view.filled), ZERO)
+        note = f"ended with {len(live)} children unconfirmed"
+        await self._finish(Decision(finished=finish, residual=residual, note=note))
 
     async def _act(self, decision: Decision, now: float) -> None:
         """Carry out a decision: record each cancel and child in the ledger before it leaves."""

@@ -40,6 +40,7 @@ from daemon.config import ConfigError
 from daemon.control import Caller, CommandError
 from daemon.logs import describe_error, get_logger
 from daemon.messages import ShutdownRequested
+from daemon.model import TradingState
 from daemon.supervisor import ChildSpec, Restart, Strategy, Supervisor, SupervisorGaveUp
 from venues.base import VenueAdapter
 
@@ -275,6 +276,7 @@ def install(daemon: Daemon) -> VenueSupervisor | None:
             config=gateway_config,
             health=daemon.health,
             feed=feed,
+            halted=_halted_at(daemon, name),
         )
         gateways[name] = gateway
         venues.append(Venue(name, getattr(venue_config, "type", "?"), parts, gateway, feed))
@@ -306,6 +308,14 @@ def _summary(venue: Venue) -> dict[str, Any]:
         "order_entry": venue.gateway.order_entry,
         "working_orders": len(venue.gateway.table.working()),
     }
+
+
+def _halted_at(daemon: Daemon, venue: str) -> Callable[[], bool]:
+    def halted() -> bool:
+        risk = daemon.services.get("risk")
+        return risk is not None and risk.state_for(venue) is TradingState.HALTED
+
+    return halted
 
 
 def venue_report(venue: Venue) -> dict[str, Any]:

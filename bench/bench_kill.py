@@ -57,8 +57,18 @@ from pathlib import Path
 
 import httpx
 import trio
+from websockets.trio.client import connect
 
 from bench.common import Row, Stat, compared
+from daemon import components, topics
+from daemon.app import Daemon
+from daemon.config import parse
+from daemon.ctl_client import Client
+from daemon.logs import sink
+from daemon.messages import Approval, OrderIntent
+from daemon.model import OrderType, Side, TimeInForce, TradingState, client_order_id
+from venues.binance.signing import HmacSigner, encode_params
+from venues.sim.server_config import derived_credentials
 
 REPEATS = 9
 QUICK_REPEATS = 1
@@ -109,19 +119,19 @@ def run(quick: bool = False) -> list[Row]:
 
 
 async def _measure(repeats: int, orders: int) -> dict[str, list[float]]:
-    from daemon.logs import sink
-
     samples: dict[str, list[float]] = {"ours": [], "raw": []}
-    with tempfile.TemporaryDirectory(prefix="bench-kill-") as tmp, _quiet_logs(sink), _environment(tmp):
+    with tempfile.TemporaryDirectory(prefix="bench-kill-") as tmp, _quiet_logs(), _environment(tmp):
         directory = Path(tmp)
         with contextlib.ExitStack() as processes:
-            venues = {name: processes.enter_context(_Venue(name, seed, directory)) for seed, name in enumerate(VENUES, 11)}
+            venues = {name: processes.enter_context(_Venue(name, 11 + n, directory)) for n, name in enumerate(VENUES)}
             async with contextlib.AsyncExitStack() as clients:
                 for venue in venues.values():
                     await venue.ready()
-                ours = {name: await clients.enter_async_context(_RawClient(v, OURS)) for name, v in venues.items()}
-                raw = {name: await clients.enter_async_context(_RawClient(v, BASELINE_ACCOUNT)) for name, v in venues.items()}
-                touch = {(name, symbol): await client.touch(symbol) for name, client in raw.items() for symbol in SYMBOLS}
+                ours, raw = {}, {}
+                for name, venue in venues.items():
+                    ours[name] = await clients.enter_async_context(_RawClient(venue, OURS))
+                    raw[name] = await clients.enter_async_context(_RawClient(venue, BASELINE_ACCOUNT))
+                touch = {(name, symbol): await raw[name].touch(symbol) for name in venues for symbol in SYMBOLS}
                 async with trio.open_nursery() as nursery:
                     for client in raw.values():
                         await nursery.start(client.listen)
@@ -145,16 +155,14 @@ async def _measure(repeats: int, orders: int) -> dict[str, list[float]]:
     return samples
 
 
-async def _kill_through_daemon(daemon, venues: dict[str, _RawClient], orders: int) -> float:
+async def _kill_through_daemon(daemon: Daemon, venues: dict[str, _RawClient], orders: int) -> float:
     """Place `orders` resting orders through the daemon, then time `tradectl kill`. Returns ms."""
-    from daemon import topics
-    from daemon.messages import Approval
 
-    if daemon.trading_state.value != "ACTIVE":
+    if daemon.trading_state is not TradingState.ACTIVE:
         await trio.to_thread.run_sync(_control, daemon.socket_path, "resume", {"reason": "benchmark: next round"})
     answers: list[object] = []
 
-    async def submit(intent) -> None:
+    async def submit(intent: OrderIntent) -> None:
         answers.append(await daemon.bus.request(topics.RISK_SUBMIT, intent, timeout=30))
 
     async with trio.open_nursery() as nursery:
@@ -177,16 +185,12 @@ async def _kill_through_daemon(daemon, venues: dict[str, _RawClient], orders: in
 
 def _control(path: Path, cmd: str, args: dict) -> dict:
     """One command over the control socket, as `tradectl CMD` sends it."""
-    from daemon.ctl_client import Client
 
     with Client(path, timeout=60) as client:
         return client.call(cmd, args)
 
 
-def _intents(daemon, orders: int) -> list:
-    from daemon.messages import OrderIntent
-    from daemon.model import OrderType, TimeInForce, client_order_id
-
+def _intents(daemon: Daemon, orders: int) -> list[OrderIntent]:
     feeds = daemon.services["feeds"]
     exec_id = f"k{time.time_ns() % 10**10:x}"
     out = []
@@ -194,7 +198,7 @@ def _intents(daemon, orders: int) -> list:
         quote = feeds[venue].last_quote(symbol)
         if quote is None:
             raise RuntimeError(f"no live quote for {venue}:{symbol}; the feed is not running")
-        price = _away(quote.bid if side.value == "BUY" else quote.ask, side.value, seq)
+        price = _away(quote.bid if side is Side.BUY else quote.ask, side, seq)
         out.append(
             OrderIntent(
                 client_order_id=client_order_id(exec_id, seq), exec_id=exec_id, seq=seq, venue=venue, symbol=symbol,
@@ -205,19 +209,17 @@ def _intents(daemon, orders: int) -> list:
     return out
 
 
-def _layout(orders: int) -> list:
+def _layout(orders: int) -> list[tuple[str, str, Side]]:
     """(venue, symbol, side) of each order: spread evenly over venues and symbols, two buys to a sell."""
-    from daemon.model import Side
-
     return [
         (VENUES[seq % len(VENUES)], SYMBOLS[(seq // len(VENUES)) % len(SYMBOLS)], Side.BUY if seq % 3 else Side.SELL)
         for seq in range(orders)
     ]
 
 
-def _away(price: Decimal, side: str, seq: int) -> Decimal:
+def _away(price: Decimal, side: Side, seq: int) -> Decimal:
     """10 % away from the touch (and a few ticks apart), so the order rests."""
-    factor = Decimal("0.9") if side == "BUY" else Decimal("1.1")
+    factor = Decimal("0.9") if side is Side.BUY else Decimal("1.1")
     return (price * factor).quantize(TICK) + (seq % 11) * TICK
 
 
@@ -231,8 +233,8 @@ async def _baseline_round(clients: dict[str, _RawClient], touch: dict, orders: i
     async with trio.open_nursery() as nursery:
         for seq, (venue, symbol, side) in enumerate(_layout(orders)):
             bid, ask = touch[venue, symbol]
-            price = _away(bid if side.value == "BUY" else ask, side.value, seq)
-            nursery.start_soon(clients[venue].place, symbol, side.value, SIZE[symbol], price)
+            price = _away(bid if side is Side.BUY else ask, side, seq)
+            nursery.start_soon(clients[venue].place, symbol, side, SIZE[symbol], price)
     await _wait_open(clients, orders)
     await trio.sleep(SETTLE)
 
@@ -251,9 +253,6 @@ class _RawClient:
     """Signed REST calls for one account at one venue, and nothing else."""
 
     def __init__(self, venue: _Venue, account: str) -> None:
-        from venues.binance.signing import HmacSigner
-        from venues.sim.server_config import derived_credentials
-
         creds = derived_credentials(account)
         self.signer = HmacSigner(creds.api_key, creds.secret)
         self.url = venue.rest_url
@@ -272,8 +271,6 @@ class _RawClient:
         await self.http.aclose()
 
     async def _signed(self, method: str, path: str, params: dict[str, str]) -> httpx.Response:
-        from venues.binance.signing import encode_params
-
         assert self.http is not None
         query = encode_params(params | {"timestamp": str(int(time.time() * 1000))})
         query = f"{query}&signature={self.signer.sign(query)}"
@@ -285,8 +282,6 @@ class _RawClient:
     async def listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the account's user data stream open and read it, as any trading client does,
         so the venue pushes the same execution reports for the baseline's orders as for ours."""
-        from websockets.trio.client import connect
-
         assert self.http is not None
         answer = await self.http.post("/api/v3/userDataStream", headers={"X-MBX-APIKEY": self.signer.api_key})
         answer.raise_for_status()
@@ -300,9 +295,9 @@ class _RawClient:
         book = (await self.http.get("/api/v3/ticker/bookTicker", params={"symbol": symbol})).json()
         return Decimal(book["bidPrice"]), Decimal(book["askPrice"])
 
-    async def place(self, symbol: str, side: str, quantity: Decimal, price: Decimal) -> None:
+    async def place(self, symbol: str, side: Side, quantity: Decimal, price: Decimal) -> None:
         params = {
-            "symbol": symbol, "side": side, "type": "LIMIT", "timeInForce": "GTC", "quantity": str(quantity),
+            "symbol": symbol, "side": side.value, "type": "LIMIT", "timeInForce": "GTC", "quantity": str(quantity),
             "price": str(price), "newClientOrderId": f"raw-{time.time_ns() % 10**9}-{next(self._ids)}",
         }  # fmt: skip
         await self._signed("POST", "/api/v3/order", params)
@@ -458,11 +453,7 @@ venue_down = {{ enabled = false }}
 """
 
 
-async def _start_daemon(nursery: trio.Nursery, directory: Path, venues: dict[str, _Venue]):
-    from daemon import components
-    from daemon.app import Daemon
-    from daemon.config import parse
-
+async def _start_daemon(nursery: trio.Nursery, directory: Path, venues: dict[str, _Venue]) -> Daemon:
     daemon = Daemon(parse(_config(venues), "bench-kill.toml"), socket_path=directory / "run" / "control.sock")
     components.install(daemon)
     daemon.finished = trio.Event()
@@ -485,7 +476,6 @@ async def _start_daemon(nursery: trio.Nursery, directory: Path, venues: dict[str
 @contextlib.contextmanager
 def _environment(directory: str) -> Iterator[None]:
     """The daemon's directories and the venues' credentials, for the benchmark only."""
-    from venues.sim.server_config import derived_credentials
 
     ours = derived_credentials(OURS)
     values = {
@@ -510,7 +500,7 @@ def _environment(directory: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_logs(sink) -> Iterator[None]:
+def _quiet_logs() -> Iterator[None]:
     """The daemon logs at its usual level, but to /dev/null: stdout belongs to the table."""
     saved = sink.stream
     with open(os.devnull, "w") as devnull:

@@ -404,7 +404,8 @@ def bar_line(p: dict[str, Any], width: int | None = BAR_WIDTH) -> str:
 def _watch(plain_watch: Callable[[argparse.Namespace, Client], int] | None) -> Callable[[argparse.Namespace, Client], int]:
     def run(args: argparse.Namespace, client: Client) -> int:
         view = None
-        if args.topic and not args.market_data:
+        # execution ids are hex: message types, venues and symbols are not, and go straight to watch
+        if args.topic and not args.market_data and all(c in "0123456789abcdefABCDEF" for c in args.topic):
             try:
                 view = client.call("exec-show", {"id": args.topic})
             except Refused as exc:

@@ -241,7 +241,7 @@ class OrderUpdate(Message):
 
 
 class Fill(Message):
-    """One execution of one of our orders. Unique by (venue, trade_id)."""
+    """One execution of one of our orders. Unique by (venue, symbol, trade_id): Binance numbers trades per symbol."""
 
     venue: str
     symbol: str

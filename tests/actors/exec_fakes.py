@@ -168,12 +168,21 @@ class World:
         self._nursery = nursery
         await nursery.start(self._record)
         await nursery.start(self.world.run)
-        await nursery.start(self.gateway.run)
+        await nursery.start(self._run_gateway)
         await nursery.start(self.feed.run)
         if approver:
             await nursery.start(self.approver.run)
         if manager:
             await self.start_manager()
+
+    async def _run_gateway(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with trio.CancelScope() as scope:
+            self._gateway_scope = scope
+            await self.gateway.run(task_status=task_status)
+
+    def stop_gateway(self) -> None:
+        """The gateway stops: orders and cancels wait in its inbox, unanswered."""
+        self._gateway_scope.cancel()
 
     async def start_manager(self) -> Executions:
         self.manager = Executions(self.daemon, wall=wall)

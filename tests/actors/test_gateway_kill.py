@@ -31,7 +31,8 @@ async def test_cancels_everything_in_parallel_and_verifies(autojump_clock, nurse
     assert (report.venue, report.cancelled, report.still_open, report.verified, report.error) == ("sim", 5, (), True, "")
     assert report.attempts == 1
     assert engine.open_orders("demo") == []
-    assert venue.calls["emergency_cancel_all"] == 2 and venue.calls["emergency_open_orders"] == 2
+    # symbols with known working orders are cancelled at once; one open-orders query verifies
+    assert venue.calls["emergency_cancel_all"] == 2 and venue.calls["emergency_open_orders"] == 1
     await wait_for(lambda: all(S.CANCELED in rig.statuses(o.client_order_id) for o in orders))
     for o in orders:
         assert (await rig.journal.order(o.client_order_id)).status is S.CANCELED
@@ -109,3 +110,15 @@ async def test_an_order_on_the_wire_during_the_kill_is_cancelled_when_it_lands(a
     assert engine.open_orders("demo") == []
     await trio.sleep(10)
     assert engine.open_orders("demo") == []
+
+
+async def test_nothing_leaves_while_halted_even_if_approved_before(autojump_clock, nursery):
+    """An intent approved before HALTED that reaches the inbox late is never sent."""
+    rig, engine, venue, orders = await working_rig(nursery)
+    rig.gateway.halted = lambda: True
+    before = venue.calls["place_order"]
+    late = intent(Side.BUY, "0.01", "49000")
+    await rig.submit(late)
+    await wait_for(lambda: S.REJECTED in rig.statuses(late.client_order_id))
+    assert venue.calls["place_order"] == before
+    assert len(engine.open_orders("demo")) == len(orders)

@@ -66,6 +66,21 @@ async def test_a_child_that_never_reached_the_journal_stops_counting_after_the_g
     assert sum(f.qty for _, f in w.tape.of(Fill, exec_id)) == D("0.1")
 
 
+async def test_cancels_the_venue_never_confirms_hold_the_end_only_so_long(nursery, autojump_clock, tmp_path):
+    w = await started(nursery, tmp_path)
+    below = ((await w.quote()).bid - D("300")).quantize(D("0.01"))
+    exec_id = await w.submit(algo="twap", quantity="0.05", duration="2m", style="passive", slices=2, limit=str(below))
+    await trio.sleep(90)
+    live = w.scheduler(exec_id).ledger.live()
+    assert live and all(c.status is OrderStatus.NEW for c in live)
+    w.stop_gateway()
+    end = w.scheduler(exec_id).params.end_time
+    assert await w.wait_final(exec_id, timeout=600) is ExecState.COMPLETED
+    ended_at = w.tape.states(exec_id)[-1][0]
+    assert end + 30 <= ended_at <= end + 35  # 3 x cancel_wait (10 s) after the end time
+    assert "unconfirmed" in w.tape.states(exec_id)[-1][1].reason
+
+
 async def test_a_crashed_scheduler_cancels_its_children_and_waits_for_an_operator(nursery, autojump_clock, tmp_path):
     w = await started(nursery, tmp_path)
     below = ((await w.quote()).bid - D("300")).quantize(D("0.01"))
@@ -108,6 +123,9 @@ async def test_a_quote_amount_parent_spends_at_most_its_amount(nursery, autojump
     assert D("2900") < spent <= D("3000")
     record = await w.journal.execution(exec_id)
     assert D("0.04") < record.quantity < D("0.05")  # the base it was worth at the decision price
+    shown = await w.manager.show(exec_id)
+    assert shown["quote_amount"] == "3000" and shown["quantity"] is None
+    assert float(spent) / 30 == pytest.approx(shown["filled_pct"])
 
 
 async def test_a_later_start_waits_pending_and_sends_nothing_before(nursery, autojump_clock, tmp_path):
@@ -181,6 +199,8 @@ async def test_list_show_and_the_refusals_an_operator_sees(nursery, autojump_clo
     await refused("bad_args", "quantity:", algo="pov", quantity=D("0.000001"), rate=0.1)
     await refused("not_found", "symbol:", algo="pov", quantity=D("1"), rate=0.1, symbol="DOGEUSDT")
     await refused("not_found", "venue:", algo="pov", quantity=D("1"), rate=0.1, venue="kraken")
+    m.stats[("sim", "BTCUSDT")].quote_at = trio.current_time() - 120  # a feed gone quiet: no decision price
+    await refused("unavailable", "the last quote for BTCUSDT", algo="pov", quantity=D("1"), rate=0.1)
     with pytest.raises(CommandError) as caught:
         await m.show("ffffffff")
     assert caught.value.code == "not_found"

@@ -14,7 +14,6 @@ import trio
 from actors.executions import IdArgs
 from actors.scheduler import ExecState
 from daemon.messages import Fill, MarketTrade, OrderUpdate
-from daemon.model import OrderStatus
 from exec_fakes import WALL0, World
 from venues.sim.config import BTCUSDT, SimAccountConfig, SimConfig
 from venues.sim.market import volume_curve

@@ -48,7 +48,8 @@ def test_a_version_2_journal_is_rebuilt_with_its_fills_and_their_order(tmp_path)
         conn.execute(
             "INSERT INTO fills (id, venue, symbol, client_order_id, trade_id, side, price, qty, fee, fee_asset, "
             "is_maker, venue_ms, recorded_ms, exec_id) "
-            f"VALUES ({row_id}, 'bnb', 'BTCUSDT', 'td-e1-0', '{trade_id}', 'BUY', '100', '1', '0', 'USDT', 0, 5, 6, 'e1')"
+            f"VALUES ({row_id}, 'bnb', 'BTCUSDT', 'td-e1-0', '{trade_id}', 'BUY', '100', '1', '0', 'USDT', "
+            "0, 5, 6, 'e1')"
         )
     conn.close()
 
