@@ -166,7 +166,6 @@ if [ ! -d "$DESTDIR/etc/credstore" ]; then
 fi
 install_file "$here/tradingd.toml" "$PREFIX/share/tradingd/tradingd.toml.example" 0644
 install_file "$src/README.md" "$PREFIX/share/tradingd/README.md" 0644
-install_file "$here/README.md" "$PREFIX/share/tradingd/systemd.md" 0644
 
 link=$DESTDIR$BINDIR/tradectl
 if [ -L "$link" ] || [ ! -e "$link" ]; then

@@ -112,7 +112,7 @@ def seconds(span: str) -> float:
 
 def test_install_stages_the_unit_its_companions_and_the_config(root):
     for path in (UNIT, "/etc/sysusers.d/tradingd.conf", "/etc/tradingd/tradingd.toml",
-                 "/opt/tradingd/share/tradingd/tradingd.toml.example", "/opt/tradingd/share/tradingd/systemd.md"):
+                 "/opt/tradingd/share/tradingd/tradingd.toml.example", "/opt/tradingd/share/tradingd/README.md"):
         assert stat.S_IMODE(in_root(root, path).stat().st_mode) == 0o644, path
     assert stat.S_IMODE(in_root(root, "/etc/credstore").stat().st_mode) == 0o700
     assert os.readlink(in_root(root, "/usr/local/bin/tradectl")) == "/opt/tradingd/venv/bin/tradectl"
