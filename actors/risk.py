@@ -84,6 +84,7 @@ log = get_logger("risk")
 JOURNAL_DOWN = "JOURNAL_DOWN"
 POSITIONS_DOWN = "POSITIONS_DOWN"
 GATEWAY_DOWN = "GATEWAY_DOWN"
+GATEWAY_BUSY = "GATEWAY_BUSY"  # the venue's order queue is full: refuse rather than stall every venue
 
 BALANCE_MISMATCH = "balance_mismatch"  # the breaker name a position keeper's mismatch trips
 
@@ -574,13 +575,18 @@ class RiskActor:
             **({"reduce_only": True} if intent.reduce_only else {}),
         )
         try:
-            await self.daemon.bus.publish(topics.orders(intent.venue), intent)
+            handed_on = self.daemon.bus.publish_nowait(topics.orders(intent.venue), intent)
         except BusClosed:
-            self._not_sent(request, intent, "the daemon is stopping")
+            self._not_sent(request, intent, "the daemon is stopping", code=TRADING_HALTED)
+            return
+        if not handed_on:
+            # Waiting here would stall approvals for every venue behind one slow gateway.
+            why = f"the {intent.venue} gateway's order queue is full (the venue is slow or rate-limited)"
+            self._not_sent(request, intent, why, code=GATEWAY_BUSY)
             return
         request.reply(Approval(intent=intent))
 
-    def _not_sent(self, request: Any, intent: OrderIntent, why: str) -> None:
+    def _not_sent(self, request: Any, intent: OrderIntent, why: str, *, code: str | None = None) -> None:
         """An intent journaled but never handed on: record that, so recovery does not look for it."""
         self.sentinel.forget_order(intent.client_order_id)
         self._to_journal.put(
@@ -596,7 +602,8 @@ class RiskActor:
                 ts=trio.current_time(),
             )
         )
-        code = TRADING_HALTED if self.sentinel.state is TradingState.HALTED else JOURNAL_DOWN
+        if code is None:
+            code = TRADING_HALTED if self.sentinel.state is TradingState.HALTED else JOURNAL_DOWN
         self.sentinel.denials[code] += 1
         self._deny(request, Denial(intent=intent, code=code, reason=f"{why}; the order was not sent"))
 

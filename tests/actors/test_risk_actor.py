@@ -438,3 +438,22 @@ async def test_a_restarted_actor_keeps_the_halt_and_settles_orders_from_the_jour
     assert rig.risk.state is TradingState.HALTED
     assert rig.risk.sentinel.book.open_order_count() == 0
     assert (await rig.submit(intent())).code == "TRADING_HALTED"
+
+
+async def test_a_full_gateway_queue_is_refused_without_stalling_other_venues(nursery, autojump_clock):
+    """One slow venue must not hold up approvals for every other venue."""
+    rig = await start_rig(nursery, venues=("other",))
+    stuck = rig.daemon.bus.subscribe(topics.orders("sim"), maxsize=1, name="gateway.sim (stuck)")  # never read
+    first = await rig.submit(intent(qty="0.1"))
+    assert isinstance(first, Approval)
+    second = await rig.submit(intent(qty="0.1", price="100.1"))
+    assert isinstance(second, Denial) and second.code == "GATEWAY_BUSY"
+    assert "queue is full" in second.reason
+    eth = await rig.submit(intent(qty="1", symbol="ETHUSDT", venue="other"))
+    assert isinstance(eth, Approval)
+    await settle()
+    # journaled as not sent, and no longer counted as working
+    rejected = [u for u in rig.journal.of(OrderUpdate) if u.client_order_id == second.intent.client_order_id]
+    assert rejected and rejected[-1].status is OrderStatus.REJECTED
+    assert second.intent.client_order_id not in rig.risk.sentinel.book.orders
+    stuck.close_reader()
