@@ -503,5 +503,5 @@ def register_positions(ctl: Ctl) -> None:
         ),
     )
     p.add_argument("--venue", help="only this venue (default: every venue with a mismatch)")
-    p.add_argument("--reason", required=True, help="why the venue's figures are right; kept in the audit trail")
+    p.add_argument("-r", "--reason", required=True, help="why the venue's figures are right; kept in the audit trail")
     p.set_defaults(runner=_ack)

@@ -275,6 +275,6 @@ def register_risk(ctl: Ctl) -> None:
         "  tradectl kill --exit --reason 'moving the box'",
     )
     p.add_argument("--flatten", action="store_true", help="then close every position with reduce-only market orders")
-    p.add_argument("--reason", help="why (journaled, logged, shown in status)")
+    p.add_argument("-r", "--reason", help="why (journaled, logged, shown in status)")
     p.add_argument("--exit", action="store_true", help="then stop the daemon (it starts HALTED next time)")
     p.set_defaults(runner=_kill, timeout=KILL_CLIENT_TIMEOUT)
