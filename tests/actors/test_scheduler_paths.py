@@ -97,6 +97,9 @@ async def test_a_crashed_scheduler_cancels_its_children_and_waits_for_an_operato
     with trio.fail_after(30):
         await crashing.done.wait()
     assert crashing.state is ExecState.INTERRUPTED
+    with trio.fail_after(10):  # the state change reaches the bus's subscribers just after `done`
+        while w.tape.states(exec_id)[-1][1].state != "INTERRUPTED":
+            await trio.sleep(0.01)
     change = w.tape.states(exec_id)[-1][1]
     assert change.state == "INTERRUPTED" and "RuntimeError: a bug in the algorithm" in change.reason
     await trio.sleep(5)
