@@ -216,12 +216,6 @@ def _is_duplicate(exc: OrderRejected) -> bool:
     return "duplicate" in str(exc.message).lower()
 
 
-def _next_trade_id(trade_id: str | None) -> str | None:
-    if trade_id is None:
-        return None
-    return str(int(trade_id) + 1) if trade_id.isdigit() else trade_id
-
-
 def _trade_key(trade_id: str) -> tuple[int, str]:
     return (len(trade_id), trade_id) if trade_id.isdigit() else (0, trade_id)
 
@@ -991,7 +985,7 @@ class Gateway:
     async def _trades_mention(self, order: TrackedOrder) -> bool:
         """Whether the venue lists a trade of this order (by client order id, where the venue gives one)."""
         try:
-            trades = await self.adapter.my_trades(order.symbol, _next_trade_id(self._high_water.get(order.symbol)))
+            trades = await self.adapter.my_trades(order.symbol, self._high_water.get(order.symbol))
         except (RateLimited, VenueUnavailable, UnknownOutcome, VenueError):
             return True  # cannot tell: keep the order UNKNOWN and ask again
         return any(t.client_order_id == order.client_order_id for t in trades)
@@ -1307,11 +1301,12 @@ class Gateway:
                 continue
             mark = self._high_water.get(symbol)
             history = mark is None
-            start = _next_trade_id(mark)
+            # From the last journaled trade itself, not the next: a self-trade is one trade id
+            # with a fill on each side, and a kill may have come between the two. The journal
+            # recognises the fill it already has.
+            start = mark
             while True:
                 trades = await self.adapter.my_trades(symbol, start)
-                if mark is not None and not mark.isdigit():
-                    trades = [t for t in trades if t.trade_id != mark]
                 fills = await self._fills_for(symbol, trades, history=history)
                 if fills:
                     recovered += len(await self._record(fills, Source.EVENT))
@@ -1320,9 +1315,9 @@ class Gateway:
                 newest = max((t.trade_id for t in trades), key=_trade_key)
                 if mark is None or _trade_key(newest) > _trade_key(mark):
                     self._high_water[symbol] = mark = newest
-                if len(trades) < TRADES_PAGE or not newest.isdigit():
+                if len(trades) < TRADES_PAGE or not newest.isdigit() or newest == start:
                     break
-                start = _next_trade_id(newest)
+                start = newest
         return recovered
 
     async def _fills_for(self, symbol: str, trades: Sequence[AccountTrade], *, history: bool) -> list[Fill]:

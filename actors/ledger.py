@@ -33,8 +33,9 @@ The rate used for a third-asset fee is returned in `AppliedFill.fee_rate`: the
 caller journals it and passes it again on replay, because replaying the same
 fills with the same rates in the same order must rebuild the same state.
 
-Fills are idempotent by (venue, symbol, trade_id) (Binance numbers trades per
-symbol): a fill seen before changes nothing.
+Fills are idempotent by (venue, symbol, trade_id, side) (Binance numbers trades
+per symbol; a self-trade is one trade id with a fill on each side): a fill seen
+before changes nothing.
 
 Balances per (venue, asset) are moved by fills from whatever was seeded with
 `set_balances` (the venue's snapshot at start, or after an operator accepted a
@@ -403,7 +404,7 @@ class Ledger:
         self._balances: dict[tuple[str, str], Decimal] = {}
         self._marks: dict[tuple[str, str], Decimal] = {}
         self._rates: dict[tuple[str, str], Decimal] = {}
-        self._seen: dict[tuple[str, str], set[str]] = {}  # (venue, trade id) -> symbols
+        self._seen: dict[tuple[str, str], set[tuple[str, Side]]] = {}  # (venue, trade id) -> (symbol, side)s
         self._closed: deque[ClosedTrade] = deque(maxlen=max_closed_trades)
         self.closed_trade_count = 0  # all round trips, including ones the bounded list dropped
         for instrument in instruments:
@@ -489,19 +490,19 @@ class Ledger:
         return None
 
     # --- fills ----------------------------------------------------------------------------
-    def has_fill(self, venue: str, trade_id: str, symbol: str | None = None) -> bool:
-        """Whether this trade was applied; without `symbol`, a trade of that id in any symbol."""
-        symbols = self._seen.get((venue, trade_id))
-        return bool(symbols) if symbol is None else symbols is not None and symbol in symbols
+    def has_fill(self, venue: str, trade_id: str, symbol: str | None = None, side: Side | None = None) -> bool:
+        """Whether this trade was applied; without `symbol` or `side`, in any symbol or on either side."""
+        legs = self._seen.get((venue, trade_id), ())
+        return any((symbol is None or s == symbol) and (side is None or d == side) for s, d in legs)
 
     def apply_fill(self, fill: Fill, *, fee_rate: Decimal | None = None) -> AppliedFill:
-        """Account for one fill. Idempotent by (venue, symbol, trade_id).
+        """Account for one fill. Idempotent by (venue, symbol, trade_id, side).
 
         `fee_rate` is the price of a third-asset fee in the instrument's quote
         currency at fill time (ignored for base and quote fees). Raises
         `UnknownInstrument` or `InvalidFill` without changing anything.
         """
-        if self.has_fill(fill.venue, fill.trade_id, fill.symbol):
+        if self.has_fill(fill.venue, fill.trade_id, fill.symbol, fill.side):
             return AppliedFill(fill=fill, duplicate=True)
         instrument = self._instruments.get((fill.venue, fill.symbol))
         if instrument is None:
@@ -554,7 +555,7 @@ class Ledger:
         if fee_asset:
             _add(self._balances, (fill.venue, fee_asset), -fee)
 
-        self._seen.setdefault((fill.venue, fill.trade_id), set()).add(fill.symbol)
+        self._seen.setdefault((fill.venue, fill.trade_id), set()).add((fill.symbol, fill.side))
         return AppliedFill(
             fill=fill,
             quantity_change=delta,

@@ -50,7 +50,7 @@ from daemon.messages import (
     PositionsSummary,
     Quote,
 )
-from daemon.model import Instrument
+from daemon.model import Instrument, Side
 
 ZERO = Decimal(0)
 
@@ -174,8 +174,8 @@ class PositionKeeper:
             curve=EquityCurve(interval_ms=interval_ms, max_points=config.curve_points),
         )
         self._pending: dict[InstrumentKey, list[Fill]] = {}
-        self._pending_ids: set[tuple[str, str, str]] = set()
-        self._refused_ids: set[tuple[str, str, str]] = set()
+        self._pending_ids: set[tuple[str, str, str, Side]] = set()
+        self._refused_ids: set[tuple[str, str, str, Side]] = set()
         self.refused: deque[RefusedFill] = deque(maxlen=100)
         self.refused_count = 0
         self.fills_applied = 0
@@ -198,13 +198,14 @@ class PositionKeeper:
             waiting = self._pending.pop(key, None)
             if waiting:
                 for fill in waiting:
-                    self._pending_ids.discard((fill.venue, fill.symbol, fill.trade_id))
+                    self._pending_ids.discard((fill.venue, fill.symbol, fill.trade_id, fill.side))
                     booked.append(self.apply_fill(fill))
         return booked
 
     def apply_fill(self, fill: Fill) -> tuple[FillOutcome, AppliedFill | None]:
-        ident = (fill.venue, fill.symbol, fill.trade_id)  # trade ids are per symbol at Binance
-        if self.ledger.has_fill(fill.venue, fill.trade_id, fill.symbol) or ident in self._pending_ids or ident in self._refused_ids:
+        # trade ids are per symbol at Binance, and a self-trade is one id with a fill on each side
+        ident = (fill.venue, fill.symbol, fill.trade_id, fill.side)
+        if self.ledger.has_fill(fill.venue, fill.trade_id, fill.symbol, fill.side) or ident in self._pending_ids or ident in self._refused_ids:
             self.duplicates += 1
             return FillOutcome.DUPLICATE, None
         if self.ledger.instrument(fill.venue, fill.symbol) is None:

@@ -89,8 +89,8 @@ class ExposureBook:
         self.last_price: dict[InstrumentKey, Decimal] = {}
         self.venue_last_quote: dict[str, float] = {}
         self.submit_times: deque[float] = deque()
-        self._seen_fills: set[tuple[str, str, str]] = set()
-        self._seen_order: deque[tuple[str, str, str]] = deque()
+        self._seen_fills: set[tuple[str, str, str, Side]] = set()
+        self._seen_order: deque[tuple[str, str, str, Side]] = deque()
 
     # --- inputs -------------------------------------------------------------------------
     def add_instruments(self, instruments: Iterable[Instrument]) -> None:
@@ -162,8 +162,8 @@ class ExposureBook:
             self._untrack(update.client_order_id)
 
     def on_fill(self, fill: Fill) -> bool:
-        """Apply a fill; False if this (venue, symbol, trade id) was applied before."""
-        ident = (fill.venue, fill.symbol, fill.trade_id)  # trade ids are per symbol at Binance
+        """Apply a fill; False if this (venue, symbol, trade id, side) was applied before."""
+        ident = (fill.venue, fill.symbol, fill.trade_id, fill.side)  # per symbol at Binance; a self-trade has two sides
         if ident in self._seen_fills:
             return False
         self._seen_fills.add(ident)

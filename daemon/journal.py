@@ -326,7 +326,7 @@ class Journal:
         return await self._record(update)
 
     async def record_fill(self, fill: Fill) -> bool:
-        """Journal a fill. True if new; False if (venue, symbol, trade_id) was already there."""
+        """Journal a fill. True if new; False if (venue, symbol, trade_id, side) was already there."""
         return await self._record(fill)
 
     async def record_fills(self, fills: Sequence[Fill]) -> list[bool]:

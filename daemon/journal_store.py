@@ -21,9 +21,10 @@ Idempotency
     An intent is keyed by its client order id: journaling it again reports
     that it already existed, and a *different* intent under the same id is
     refused (`JournalConflict`), because that would be two orders sharing one
-    id. A fill is unique by (venue, symbol, trade id), since venues such as
-    Binance number trades per symbol: a duplicate is ignored and reported as
-    such. So replays after a crash and reconciliation can record whatever
+    id. A fill is unique by (venue, symbol, trade id, side), since venues such
+    as Binance number trades per symbol, and a self-trade (our buy meeting our
+    sell) is one trade id with a fill on each side: a duplicate is ignored and
+    reported as such. So replays after a crash and reconciliation can record whatever
     they find without double counting.
 
 Representation
@@ -479,6 +480,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX fills_by_execution ON fills (exec_id, id)",
         ),
     ),
+    Migration(
+        4,
+        "a fill is unique by (venue, symbol, trade id, side)",
+        (
+            # A self-trade (our buy meets our sell) is one trade id and two
+            # fills, one per side: the venue lists both. Unique without the
+            # side, the second leg was taken for a duplicate and lost. The
+            # table is rebuilt as in version 3, ids kept.
+            """CREATE TABLE fills_v4 (
+                id              INTEGER PRIMARY KEY,
+                venue           TEXT NOT NULL,
+                symbol          TEXT NOT NULL,
+                client_order_id TEXT NOT NULL,
+                trade_id        TEXT NOT NULL,
+                side            TEXT NOT NULL,
+                price           TEXT NOT NULL,
+                qty             TEXT NOT NULL,
+                fee             TEXT NOT NULL,
+                fee_asset       TEXT NOT NULL,
+                is_maker        INTEGER NOT NULL,
+                venue_order_id  TEXT,
+                venue_ms        INTEGER NOT NULL,
+                recorded_ms     INTEGER NOT NULL,
+                exec_id         TEXT,
+                UNIQUE (venue, symbol, trade_id, side)
+            )""",
+            """INSERT INTO fills_v4 (id, venue, symbol, client_order_id, trade_id, side, price, qty, fee, fee_asset,
+                                     is_maker, venue_order_id, venue_ms, recorded_ms, exec_id)
+               SELECT id, venue, symbol, client_order_id, trade_id, side, price, qty, fee, fee_asset,
+                      is_maker, venue_order_id, venue_ms, recorded_ms, exec_id FROM fills""",
+            "DROP TABLE fills",
+            "ALTER TABLE fills_v4 RENAME TO fills",
+            "CREATE INDEX fills_by_instrument ON fills (venue, symbol, id)",
+            "CREATE INDEX fills_by_order ON fills (client_order_id)",
+            "CREATE INDEX fills_by_execution ON fills (exec_id, id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -826,7 +864,7 @@ class JournalStore:
         return self._one(update)
 
     def record_fill(self, fill: Fill) -> bool:
-        """True if new, False if (venue, symbol, trade_id) was already journaled."""
+        """True if new, False if (venue, symbol, trade_id, side) was already journaled."""
         return self._one(fill)
 
     def record(self, record: Any) -> Any:
@@ -897,7 +935,7 @@ class JournalStore:
             f"""INSERT INTO fills ({_FILL_COLUMNS}, recorded_ms, exec_id)
                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,
                         (SELECT exec_id FROM intents WHERE client_order_id = ?))
-                ON CONFLICT (venue, symbol, trade_id) DO NOTHING""",
+                ON CONFLICT (venue, symbol, trade_id, side) DO NOTHING""",
             (
                 fill.venue,
                 fill.symbol,
@@ -919,8 +957,8 @@ class JournalStore:
             self._acknowledge(fill.client_order_id)
             return True
         row = conn.execute(
-            f"SELECT {_FILL_COLUMNS} FROM fills WHERE venue = ? AND symbol = ? AND trade_id = ?",
-            (fill.venue, fill.symbol, fill.trade_id),
+            f"SELECT {_FILL_COLUMNS} FROM fills WHERE venue = ? AND symbol = ? AND trade_id = ? AND side = ?",
+            (fill.venue, fill.symbol, fill.trade_id, Side(fill.side).value),
         ).fetchone()
         existing = _fill_from(row)
         if existing != msgspec.structs.replace(fill, ts=0.0):

@@ -241,7 +241,8 @@ class OrderUpdate(Message):
 
 
 class Fill(Message):
-    """One execution of one of our orders. Unique by (venue, symbol, trade_id): Binance numbers trades per symbol."""
+    """One execution of one of our orders. Unique by (venue, symbol, trade_id, side): Binance numbers
+    trades per symbol, and a self-trade (our buy meets our sell) is one trade id with a fill on each side."""
 
     venue: str
     symbol: str

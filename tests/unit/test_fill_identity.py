@@ -1,4 +1,4 @@
-"""A fill is identified by (venue, symbol, trade id), everywhere it is deduplicated.
+"""A fill is identified by (venue, symbol, trade id, side), everywhere it is deduplicated.
 
 Binance (and the sim venue, which mirrors it) numbers trades per symbol, so a
 BTCUSDT trade and an ETHUSDT trade at one venue routinely share a trade id.
