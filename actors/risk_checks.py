@@ -82,6 +82,7 @@ MAX_POSITION = "MAX_POSITION"
 MAX_GROSS_EXPOSURE = "MAX_GROSS_EXPOSURE"
 MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"
 ORDER_RATE = "ORDER_RATE"
+SELF_TRADE = "SELF_TRADE"
 
 
 def filter_code(filter_name: str) -> str:
@@ -327,6 +328,9 @@ class RiskSentinel:
                     f"the collar is {limits.price_collar_bps} bps (price_collar_bps)",
                 )
 
+        if limits.prevent_self_trade:
+            self._check_self_trade(intent, key, name, None if is_market else price, quote)
+
         qty_limit = limits.order_qty_limit(*key)
         if qty_limit is not None and intent.quantity > qty_limit:
             raise _Deny(MAX_ORDER_QTY, f"quantity {intent.quantity} exceeds {qty_limit} for {name} (max_order_qty)")
@@ -340,6 +344,29 @@ class RiskSentinel:
 
         self._check_exposure(intent, key, name)
         self._check_flow(intent, key, name, now)
+
+    def _check_self_trade(
+        self, intent: OrderIntent, key: InstrumentKey, name: str, price: Decimal | None, quote: Quote
+    ) -> None:
+        """Two executions on opposite sides must not trade with each other (a wash trade).
+
+        A limit order crosses one of our resting orders on the other side when
+        its price reaches that order's; a market order is taken to reach any of
+        ours resting at or through the touch it would take from.
+        """
+        reach = price
+        if reach is None:
+            reach = quote.ask if intent.side is Side.BUY else quote.bid
+        for order in self.book.open_orders(key):
+            if order.side is intent.side or order.price is None or order.pending_qty <= 0:
+                continue
+            crosses = reach >= order.price if intent.side is Side.BUY else reach <= order.price
+            if crosses:
+                raise _Deny(
+                    SELF_TRADE,
+                    f"{intent.side} at {reach} would trade against our own {order.side} {order.client_order_id} "
+                    f"at {order.price} on {name} (prevent_self_trade)",
+                )
 
     def _check_reducing(self, intent: OrderIntent, key: InstrumentKey, name: str) -> None:
         """In REDUCING (or for a reduce-only intent), only orders that shrink the position, never past zero."""

@@ -161,6 +161,7 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_order_qty: Decimal | None = None
     max_order_notional: Decimal | None = None
     price_collar_bps: Decimal | None = Decimal(500)
+    prevent_self_trade: bool = True  # refuse an order that would trade against one of our own resting orders
     # --- exposure ---------------------------------------------------------------------
     max_position: Decimal | None = None
     max_gross_exposure: Decimal | None = None

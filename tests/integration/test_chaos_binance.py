@@ -70,6 +70,7 @@ reconnect = {{ initial = 0.1, maximum = 1.0, jitter = 0.2, reset_after = 5.0 }}
 
 [risk]
 price_collar_bps = "5000"
+prevent_self_trade = false  # random sides at crossing prices: this test is about the protocol, not wash trades
 max_orders_per_second = 1000
 max_orders_per_minute = 100000
 max_open_orders_per_instrument = 1000

@@ -35,8 +35,9 @@ HALTED_PAIR = Instrument(venue="sim", symbol="OLDUSDT", base="OLD", quote="USDT"
 _ids = itertools.count(1)
 
 # Limits that do not interfere unless a test asks for them.
-OPEN = RiskLimits(
+OPEN = RiskLimits(  # every check that the test at hand is not about, off
     price_collar_bps=None,
+    prevent_self_trade=False,
     max_orders_per_second=None,
     max_orders_per_minute=None,
     max_open_orders_per_instrument=None,
@@ -579,3 +580,31 @@ def test_snapshot_shows_limits_usage_and_denials_and_encodes_to_json():
     assert {b["name"] for b in data["breakers"]} == {
         "daily_loss", "drawdown", "var", "rejects", "stale_data", "venue_down", "supervisor",
     }  # fmt: skip
+
+
+# --- self-trade prevention -----------------------------------------------------------------
+
+
+def test_an_order_that_would_trade_against_our_own_resting_order_is_refused():
+    s = sentinel(prevent_self_trade="true")
+    assert approved(s.check(intent(Side.SELL, qty="1", price="100.1"), 1.0))  # rests on the ask side
+    crossing = s.check(intent(Side.BUY, qty="1", price="100.1"), 1.0)
+    assert not approved(crossing) and crossing.code == "SELF_TRADE"
+    assert "would trade against our own SELL" in crossing.reason
+    assert approved(s.check(intent(Side.BUY, qty="1", price="100.05"), 1.0))  # below our sell: no cross
+    market = s.check(intent(Side.BUY, qty="1", price=None, order_type=OrderType.MARKET), 1.0)
+    assert not approved(market) and market.code == "SELF_TRADE"  # the touch (100.2) reaches our sell at 100.1
+    other_symbol = s.check(intent(Side.BUY, qty="1", price="10.02", symbol="ETHUSDT"), 1.0)
+    assert approved(other_symbol)
+
+
+def test_self_trade_prevention_can_be_switched_off_and_ignores_finished_orders():
+    assert RiskLimits().prevent_self_trade  # on by default
+    s = sentinel(prevent_self_trade="false")
+    assert approved(s.check(intent(Side.SELL, qty="1", price="100.1"), 1.0))
+    assert approved(s.check(intent(Side.BUY, qty="1", price="100.1"), 1.0))
+    s = sentinel(prevent_self_trade="true")
+    resting = intent(Side.SELL, qty="1", price="100.1")
+    assert approved(s.check(resting, 1.0))
+    s.on_order_update(update(resting, OrderStatus.CANCELED), 1.0)
+    assert approved(s.check(intent(Side.BUY, qty="1", price="100.1"), 1.0))
