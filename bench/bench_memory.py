@@ -21,8 +21,11 @@ fills, positions. The resident size is read after a warm-up of
 manager keeps an hour of mids and trades for its cost estimates) and at the
 end; growth is (end - warm) / warm. Every hour the process also records its
 resident size and the number of objects the garbage collector tracks, after
-a full collection, so a steady climb shows up as a trend, not just an end
-point.
+a full collection, so a steady climb shows up as a trend (the note gives the
+slope over the second half), not just an end point. The process loads
+nothing the daemon does not (no pytest, no unittest.mock), so its size at
+READY is that of `tradingd run` and the growth is a share of the daemon's
+own size, not of a harness.
 
 What the simulation changes, and why. The journal is the real one (same
 SQLite store, durable commits, same batching), except that its calls run in
@@ -38,9 +41,11 @@ in about a minute on a shared machine; log lines are written at warning
 level only. Memory a worker thread would hold (its stack, about 8 MiB of
 address space, little of it resident) is not in these figures.
 
-To see what grows, run ``python -m bench.bench_memory --diagnose [--hours H]``:
-the same day under `tracemalloc`, with the ten source lines whose
-allocations grew most between the warm-up and the end (slow: about three
+``python -m bench.bench_memory [--hours H] [--executions N]`` prints the
+hourly samples (resident size, objects, Python allocator blocks, the
+journal's size on disk). To see what grows, add ``--diagnose``: the same day
+under `tracemalloc`, with the ten source lines and the ten files whose live
+allocations grew most between the warm-up and the end (slow: about five
 times the normal run).
 """
 
@@ -62,7 +67,6 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from bench.common import Row, Stat, rss_bytes
 
@@ -79,7 +83,7 @@ QUICK_WARMUP_HOURS = 0.5
 EXECUTIONS = 50
 QUICK_EXECUTIONS = 4
 EXECUTION_MINUTES = 20
-MARKET_STEP = 5.0  # seconds between market moves (the sim's default is 1)
+MARKET_STEP = 10.0  # seconds between market moves (the sim's default is 1)
 TARGET_START_MIB = 150.0
 TARGET_GROWTH_PCT = 10.0
 READY_TIMEOUT = 60.0
@@ -105,15 +109,20 @@ def run(quick: bool = False) -> list[Row]:
     warmup = QUICK_WARMUP_HOURS if quick else WARMUP_HOURS
     executions = QUICK_EXECUTIONS if quick else EXECUTIONS
 
-    started = [startup_rss(PAPER_CONFIG) / MIB for _ in range(repeats)]
-    imported = imported_rss() / MIB
-    day = simulate_day_in_subprocess(hours=hours, warmup=warmup, executions=executions)
+    # The day runs in its own process meanwhile: sizes do not depend on how busy the machine is.
+    with DayProcess(hours=hours, warmup=warmup, executions=executions) as day_process:
+        started = [startup_rss(PAPER_CONFIG) / MIB for _ in range(repeats)]
+        imported = imported_rss() / MIB
+        day = day_process.result()
     check_day(day, executions)
 
     warm, end = day["warm_rss"] / MIB, day["end_rss"] / MIB
     ready = day["ready_rss"] / MIB
     growth = (end - warm) / warm * 100
     done = day["states"].get("COMPLETED", 0)
+    middle = min(day["samples"], key=lambda sample: abs(sample["hour"] - hours / 2))
+    last = day["samples"][-1]
+    trend = (last["rss"] - middle["rss"]) / MIB / max(last["hour"] - middle["hour"], 1e-9)
     return [
         Row(
             figure="memory: resident after start (tradingd run, paper config)",
@@ -134,7 +143,8 @@ def run(quick: bool = False) -> list[Row]:
             target_value=TARGET_GROWTH_PCT,
             note=(
                 f"RSS {warm:.1f} MiB after {warmup:g} h of warm-up -> {end:.1f} MiB at {hours:g} h "
-                f"({ready:.1f} MiB at READY); objects tracked by gc {day['warm_objects']:,} -> "
+                f"({ready:.1f} MiB at READY; {trend:+.2f} MiB/h over the last {last['hour'] - middle['hour']:g} h); "
+                f"objects tracked by gc {day['warm_objects']:,} -> "
                 f"{day['end_objects']:,}; {done}/{executions} executions completed, {day['fills']} fills; "
                 f"MockClock, market step {MARKET_STEP:g} s, {day['seconds']:.0f} s of real time"
             ),
@@ -145,7 +155,8 @@ def run(quick: bool = False) -> list[Row]:
 def check_day(day: dict[str, Any], executions: int) -> None:
     """A day that did not trade measured nothing: say what went wrong."""
     if day["submitted"] != executions:
-        raise RuntimeError(f"only {day['submitted']} of {executions} executions were accepted: {day['refusals'][:3]}")
+        refusals = day["refusals"][:3]
+        raise RuntimeError(f"only {day['submitted']} of {executions} executions were accepted: {refusals}")
     unfinished = {s: n for s, n in day["states"].items() if s not in ("COMPLETED", "CANCELLED", "FAILED")}
     if unfinished:
         raise RuntimeError(f"executions still unfinished at the end of the day: {unfinished}")
@@ -257,21 +268,41 @@ def _child_env(tmp: str | None) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 
 
-def simulate_day_in_subprocess(*, hours: float, warmup: float, executions: int, diagnose: bool = False) -> dict[str, Any]:
-    """Run `simulate_day` in a fresh interpreter (so earlier benchmarks' memory does not count); its result."""
-    args = ["--hours", str(hours), "--warmup", str(warmup), "--executions", str(executions), "--json"]
-    if diagnose:
-        args.append("--diagnose")
-    with tempfile.TemporaryDirectory(prefix="bench-memory-day-") as tmp:
-        errors = Path(tmp) / "day.err"
-        with open(errors, "wb") as err:
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.bench_memory", *args],
-                cwd=ROOT, env=_child_env(tmp), stdout=subprocess.PIPE, stderr=err, timeout=DAY_TIMEOUT,
+class DayProcess:
+    """`simulate_day` in a fresh interpreter (so no earlier benchmark's memory counts), as a context manager."""
+
+    def __init__(self, *, hours: float, warmup: float, executions: int, diagnose: bool = False) -> None:
+        self.args = ["--hours", str(hours), "--warmup", str(warmup), "--executions", str(executions), "--json"]
+        if diagnose:
+            self.args.append("--diagnose")
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-memory-day-")
+        self.errors = Path(self._tmp.name) / "day.err"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DayProcess:
+        with open(self.errors, "wb") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.bench_memory", *self.args],
+                cwd=ROOT, env=_child_env(self._tmp.name), stdout=subprocess.PIPE, stderr=errors,
             )  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"the simulated day failed ({out.returncode}): {errors.read_text(errors='replace')[-1500:]}")
-    return json.loads(out.stdout)
+        return self
+
+    def result(self) -> dict[str, Any]:
+        assert self.process is not None
+        try:
+            out, _ = self.process.communicate(timeout=DAY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the simulated day did not finish within {DAY_TIMEOUT:g} s") from None
+        if self.process.returncode != 0:
+            tail = self.errors.read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"the simulated day failed (exit {self.process.returncode}): {tail}")
+        return json.loads(out)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._tmp.cleanup()
 
 
 def day_config(market_step: float = MARKET_STEP) -> str:
@@ -330,7 +361,10 @@ async def _run_inline(fn: Any, *args: Any, limiter: Any = None, abandon_on_cance
 def simulate_day(*, hours: float, warmup: float, executions: int, diagnose: bool = False) -> dict[str, Any]:
     """The day, in this process: a dict of what was measured (sizes in bytes)."""
     import trio
-    import trio.testing
+
+    # The class `trio.testing` exports; importing `trio.testing` itself would load pytest,
+    # about 9 MiB that are not the daemon's and would dilute the growth.
+    from trio._core._mock_clock import MockClock
 
     import daemon.journal
     from daemon.logs import sink
@@ -343,26 +377,28 @@ def simulate_day(*, hours: float, warmup: float, executions: int, diagnose: bool
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC"):
             os.environ.pop(key, None)
         sink.stream = devnull
-        clock = trio.testing.MockClock(autojump_threshold=0)
+        clock = MockClock(autojump_threshold=0)
         started = time.perf_counter()
-        with mock.patch.object(daemon.journal, "trio", _InlineThreads()):
+        daemon.journal.trio = _InlineThreads()  # type: ignore[attr-defined]
+        try:
             trio.run(_day, Path(tmp), hours, warmup, executions, diagnose, result, clock=clock)
+        finally:
+            daemon.journal.trio = trio  # type: ignore[attr-defined]
         result["seconds"] = time.perf_counter() - started
     return result
 
 
-async def _day(directory: Path, hours: float, warmup: float, executions: int, diagnose: bool, out: dict[str, Any]) -> None:
+async def _day(
+    directory: Path, hours: float, warmup: float, executions: int, diagnose: bool, out: dict[str, Any]
+) -> None:
     import trio
 
-    from actors.executions import SubmitArgs
-    from daemon import components, topics
+    from daemon import components
     from daemon.app import Daemon
     from daemon.config import parse
-    from daemon.control import CommandError
 
     d = Daemon(parse(day_config(), "bench-memory.toml"), socket_path=directory / "run" / "control.sock")
     components.install(d)
-    fills = 0
     finished = trio.Event()
 
     async def run_daemon() -> None:
@@ -376,57 +412,91 @@ async def _day(directory: Path, hours: float, warmup: float, executions: int, di
         with trio.fail_after(600):
             await d.ready.wait()
         out["ready_rss"] = _settled_rss()
+        fills = await nursery.start(_count_fills, d)
         begin = trio.current_time()
-
-        async def count_fills(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            nonlocal fills
-            with d.bus.subscribe(topics.FILL, maxsize=4096, name="bench-memory") as sub:
-                task_status.started()
-                async for _ in sub:
-                    fills += 1
-
-        await nursery.start(count_fills)
-        manager = d.services["executions"]
-        refusals: list[str] = []
-        submitted = 0
         spacing = hours * 3600 / executions
-        samples: list[dict[str, float]] = []
+        marks = sorted({warmup, *(float(h) for h in range(1, int(hours) + 1)), hours})
+        events = [(begin + 60 + n * spacing, "submit", n) for n in range(executions)]
+        events += [(begin + h * 3600, "sample", h) for h in marks]
+        samples: list[dict[str, Any]] = []
+        refusals: list[str] = []
         warm_snapshot = None
-        marks = sorted({warmup, *[float(h) for h in range(1, int(hours) + 1)], hours})
-        events = sorted([(begin + 60 + n * spacing, "submit", n) for n in range(executions)] + [(begin + h * 3600, "sample", h) for h in marks])
-        for at, what, arg in events:
+        for at, what, arg in sorted(events):
             await trio.sleep_until(at)
             if what == "submit":
-                args = SubmitArgs(**execution_plan(arg))
-                for _ in range(30):  # the first one may come before the first quote
-                    try:
-                        await manager.submit(args, by="bench")
-                        submitted += 1
-                        break
-                    except CommandError as exc:
-                        if exc.code != "unavailable":
-                            refusals.append(str(exc))
-                            break
-                        await trio.sleep(1)
+                refusal = await _submit(d, arg)
+                if refusal:
+                    refusals.append(refusal)
                 continue
-            rss = _settled_rss()
-            samples.append({"hour": arg, "rss": rss, "objects": len(gc.get_objects())})
+            samples.append(_sample(arg, directory / "state", diagnose))
             if arg == warmup:
-                out["warm_rss"], out["warm_objects"] = rss, samples[-1]["objects"]
+                out["warm_rss"], out["warm_objects"] = samples[-1]["rss"], samples[-1]["objects"]
                 if diagnose:
                     warm_snapshot = tracemalloc.take_snapshot()
         out["end_rss"], out["end_objects"] = samples[-1]["rss"], samples[-1]["objects"]
-        if diagnose and warm_snapshot is not None:
-            out["growers"] = _growers(warm_snapshot, tracemalloc.take_snapshot())
-        journal = d.services["journal"]
+        if warm_snapshot is not None:
+            end_snapshot = tracemalloc.take_snapshot()
+            out["growers"] = _growers(warm_snapshot, end_snapshot, "lineno") + _growers(
+                warm_snapshot, end_snapshot, "filename"
+            )
         states: dict[str, int] = {}
-        for record in await journal.executions():
+        for record in await d.services["journal"].executions():
             states[record.state] = states.get(record.state, 0) + 1
-        out.update(samples=samples, fills=fills, submitted=submitted, refusals=refusals, states=states)
+        out.update(
+            samples=samples, fills=fills[0], submitted=executions - len(refusals), refusals=refusals, states=states
+        )
         d.request_stop("benchmark finished")
         with trio.move_on_after(60):
             await finished.wait()
         nursery.cancel_scope.cancel()
+
+
+async def _count_fills(d: Any, *, task_status: Any) -> None:
+    """Count the fills published on the bus; hands out a one-item list holding the count."""
+    from daemon import topics
+
+    count = [0]
+    with d.bus.subscribe(topics.FILL, maxsize=4096, name="bench-memory") as fills:
+        task_status.started(count)
+        async for _ in fills:
+            count[0] += 1
+
+
+async def _submit(d: Any, number: int) -> str | None:
+    """Start execution `number` as `tradectl exec` would (the manager's submit); why not, if it was refused."""
+    import trio
+
+    from actors.executions import SubmitArgs
+    from daemon.control import CommandError
+
+    args = SubmitArgs(**execution_plan(number))
+    for _ in range(30):  # the first one may come before the first quote
+        try:
+            await d.services["executions"].submit(args, by="bench")
+            return None
+        except CommandError as exc:
+            if exc.code != "unavailable":
+                return str(exc)
+            await trio.sleep(1)
+    return "no quote to start from after 30 s"
+
+
+def _sample(hour: float, state: Path, diagnose: bool) -> dict[str, Any]:
+    """Sizes now, after a full collection."""
+    rss = _settled_rss()
+    return {
+        "hour": hour,
+        "rss": rss,
+        "objects": len(gc.get_objects()),
+        "python_blocks": sys.getallocatedblocks(),
+        "journal_bytes": _journal_bytes(state),
+        "traced": tracemalloc.get_traced_memory()[0] if diagnose else None,
+    }
+
+
+def _journal_bytes(directory: Path) -> int:
+    """The journal's files on disk (the database, its WAL and shared-memory index)."""
+    return sum(f.stat().st_size for f in directory.glob("journal.sqlite*"))
 
 
 def _settled_rss() -> int:
@@ -434,10 +504,14 @@ def _settled_rss() -> int:
     return rss_bytes()
 
 
-def _growers(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 10) -> list[str]:
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*")]
-    diff = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
-    return [str(stat) for stat in diff[:top]]
+def _growers(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, key: str, top: int = 10) -> list[str]:
+    """The `top` source lines (or files) whose live allocations grew most from `before` to `after`."""
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*"),
+    ]
+    diff = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), key)
+    return [f"by {key}: {stat}" for stat in diff[:top]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,11 +528,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(day))
         return 0
-    warm, end = day["warm_rss"], day["end_rss"]
-    print(f"RSS at READY {day['ready_rss'] / MIB:.1f} MiB, after warm-up {warm / MIB:.1f} MiB, at the end {end / MIB:.1f} MiB")
-    print(f"growth {(end - warm) / warm * 100:+.1f} %; executions {day['states']}; fills {day['fills']}; {day['seconds']:.0f} s")
+    warm, end = day["warm_rss"] / MIB, day["end_rss"] / MIB
+    print(f"RSS at READY {day['ready_rss'] / MIB:.1f} MiB, after warm-up {warm:.1f} MiB, at the end {end:.1f} MiB")
+    print(f"growth {(end - warm) / warm * 100:+.1f} %; executions {day['states']}; fills {day['fills']}; ", end="")
+    print(f"{day['seconds']:.0f} s")
     for sample in day["samples"]:
-        print(f"  {sample['hour']:>5g} h  {sample['rss'] / MIB:7.1f} MiB  {sample['objects']:>9,} objects")
+        traced = "" if sample["traced"] is None else f"  traced {sample['traced'] / MIB:6.2f} MiB"
+        print(
+            f"  {sample['hour']:>5g} h  {sample['rss'] / MIB:7.1f} MiB  {sample['objects']:>9,} objects  "
+            f"{sample['python_blocks']:>9,} blocks  journal {sample['journal_bytes'] / MIB:5.1f} MiB{traced}"
+        )
     for line in day.get("growers", []):
         print(f"  {line}")
     return 0
