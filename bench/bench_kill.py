@@ -59,12 +59,11 @@ import httpx
 import trio
 from websockets.trio.client import connect
 
-from bench.common import Row, Stat, compared
+from bench.common import Row, Stat, compared, quiet_logs, scoped_environ
 from daemon import components, topics
 from daemon.app import Daemon
 from daemon.config import parse
 from daemon.ctl_client import Client
-from daemon.logs import sink
 from daemon.messages import Approval, OrderIntent
 from daemon.model import OrderType, Side, TimeInForce, TradingState, client_order_id
 from venues.binance.signing import HmacSigner, encode_params
@@ -120,7 +119,7 @@ def run(quick: bool = False) -> list[Row]:
 
 async def _measure(repeats: int, orders: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {"ours": [], "raw": []}
-    with tempfile.TemporaryDirectory(prefix="bench-kill-") as tmp, _quiet_logs(), _environment(tmp):
+    with tempfile.TemporaryDirectory(prefix="bench-kill-") as tmp, quiet_logs(), _environment(tmp):
         directory = Path(tmp)
         with contextlib.ExitStack() as processes:
             venues = {name: processes.enter_context(_Venue(name, 11 + n, directory)) for n, name in enumerate(VENUES)}
@@ -484,28 +483,6 @@ def _environment(directory: str) -> Iterator[None]:
         "TRADINGD_" + KEY_NAME.upper(): ours.api_key,  # the loopback venue's keys for our account
         "TRADINGD_" + SECRET_NAME.upper(): ours.secret,
     }
-    removed = ("NOTIFY_SOCKET", "WATCHDOG_USEC")
-    saved = {key: os.environ.get(key) for key in (*values, *removed)}
-    os.environ.update(values)
-    for key in removed:
-        os.environ.pop(key, None)
-    try:
+    with scoped_environ(values):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """The daemon logs at its usual level, but to /dev/null: stdout belongs to the table."""
-    saved = sink.stream
-    with open(os.devnull, "w") as devnull:
-        sink.stream = devnull
-        try:
-            yield
-        finally:
-            sink.stream = saved

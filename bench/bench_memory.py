@@ -12,7 +12,7 @@ most of it: what the actors hold at start is the rest.
 Growth over a day. A whole daemon (every part installed, the simulated venue
 in-process as in paper trading) runs in a fresh process under
 `trio.testing.MockClock` with autojump, so a day of market passes in about a
-minute. Over the day, `EXECUTIONS` executions spread evenly over both
+minute and a half. Over the day, `EXECUTIONS` executions spread evenly over both
 instruments (TWAP crossing the spread, TWAP resting passively, POV at the
 mid, 20 minutes each, small sizes, buys and sells in turn) go through the
 real path: execution manager, scheduler, risk, journal, gateway, the venue,
@@ -37,7 +37,7 @@ that never fire in production. With a small autojump threshold instead,
 every idle moment costs that threshold in real time, and a day has hundreds
 of thousands of them. The market moves every `MARKET_STEP` seconds rather
 than every second (same trades per day, fewer re-quotes), so that the day fits
-in about a minute on a shared machine; log lines are written at warning
+in about a minute and a half on a shared machine; log lines are written at warning
 level only. Memory a worker thread would hold (its stack, about 8 MiB of
 address space, little of it resident) is not in these figures.
 

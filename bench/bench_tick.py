@@ -93,14 +93,13 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
-from bench.common import Row, Stat, compared
+from bench.common import Row, Stat, compared, quiet_logs, scoped_environ
 from bench.tick_frames import now_ns, trigger_number
 from daemon import components, topics
 from daemon.app import Daemon
 from daemon.config import parse
 from daemon.bus import RequestTimeout
 from daemon.journal_store import JournalStore
-from daemon.logs import sink
 from daemon.messages import Approval, Denial, OrderIntent
 from daemon.model import OrderType, Side, TimeInForce, client_order_id
 from venues.binance.client import Pool
@@ -282,7 +281,7 @@ class _Stamps:
 
 async def _measure(repeats: int, window: float) -> dict[str, list]:
     out: dict[str, list] = collections.defaultdict(list)  # per timed repeat, by what was measured
-    with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp, _quiet_logs(), _environment(tmp):
+    with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp, quiet_logs(), _environment(tmp):
         directory = Path(tmp)
         async with trio.open_nursery() as nursery:
             venue = await _Venue.start(nursery, directory)
@@ -822,28 +821,6 @@ def _environment(directory: str) -> Iterator[None]:
         "TRADINGD_" + KEY_NAME.upper(): ours.api_key,
         "TRADINGD_" + SECRET_NAME.upper(): ours.secret,
     }
-    removed = ("NOTIFY_SOCKET", "WATCHDOG_USEC")
-    saved = {key: os.environ.get(key) for key in (*values, *removed)}
-    os.environ.update(values)
-    for key in removed:
-        os.environ.pop(key, None)
-    try:
+    with scoped_environ(values):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """The daemon logs at its usual level (formatting every line costs what it costs), but to /dev/null."""
-    saved = sink.stream
-    with open(os.devnull, "w") as devnull:
-        sink.stream = devnull
-        try:
-            yield
-        finally:
-            sink.stream = saved

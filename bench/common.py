@@ -10,13 +10,15 @@ measured right next to it), then summarised the same way.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import resource
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -221,3 +223,35 @@ def traced_peak_bytes(fn: Callable[[], T]) -> tuple[T, int]:
         if not was_tracing:
             tracemalloc.stop()
     return result, max(peak - before, 0)
+
+
+@contextlib.contextmanager
+def scoped_environ(values: dict[str, str], removed: tuple[str, ...] = ("NOTIFY_SOCKET", "WATCHDOG_USEC")) -> Iterator[None]:
+    """Set `values` and drop `removed` in os.environ for the block, then restore both."""
+    saved = {key: os.environ.get(key) for key in (*values, *removed)}
+    os.environ.update(values)
+    for key in removed:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """The daemon logs at its usual level (formatting every line costs what it costs), but to /dev/null:
+    stdout belongs to the table."""
+    from daemon.logs import sink
+
+    saved = sink.stream
+    with open(os.devnull, "w") as devnull:
+        sink.stream = devnull
+        try:
+            yield
+        finally:
+            sink.stream = saved
