@@ -648,9 +648,10 @@ class _Venue:
 class _Frames:
     """The frame server process (`bench.tick_frames`) and its line protocol."""
 
-    def __init__(self, process: trio.Process, port: int, lines: Any) -> None:
+    def __init__(self, process: trio.Process, port: int, lines: Any, errors: Path) -> None:
         self.process = process
         self.url = f"ws://127.0.0.1:{port}"
+        self.errors = errors
         self._lines = lines
         self._lock = trio.Lock()
 
@@ -667,13 +668,17 @@ class _Frames:
             except StopAsyncIteration:
                 tail = errors.read_text(errors="replace")[-800:]
                 raise RuntimeError(f"the frame server did not start: {tail}") from None
-        return cls(process, first["port"], lines)
+        return cls(process, first["port"], lines, errors)
 
     async def call(self, **request: Any) -> dict[str, Any]:
         async with self._lock:
             assert self.process.stdin is not None
             await self.process.stdin.send_all(json.dumps(request).encode() + b"\n")
-            answer = json.loads(await self._lines.__anext__())
+            try:
+                answer = json.loads(await self._lines.__anext__())
+            except StopAsyncIteration:
+                tail = self.errors.read_text(errors="replace")[-800:]
+                raise RuntimeError(f"the frame server stopped: {tail}") from None
         if "error" in answer:
             raise RuntimeError(f"frame server: {answer['error']}")
         return answer

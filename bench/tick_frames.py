@@ -137,6 +137,8 @@ class Reader:
 
 
 class FrameServer:
+    """The stream's readers, the symbols' frames, and the commands of the line protocol."""
+
     def __init__(self, venue_url: str, symbols: dict[str, Decimal], trigger: str, seed: int = 7) -> None:
         self.venue_url = venue_url
         self.ticks = symbols
@@ -156,6 +158,7 @@ class FrameServer:
                 self.symbols[name] = Symbol(name, tick, bid, ask, self.rng)
 
     async def _snapshot_ids(self) -> dict[str, int]:
+        """The first update id of a new connection, per symbol: right after the venue's snapshot."""
         async with httpx.AsyncClient(base_url=self.venue_url, timeout=10) as http:
             ids = {}
             for name in self.symbols:
@@ -164,6 +167,7 @@ class FrameServer:
             return ids
 
     async def handle(self, ws: ServerConnection) -> None:
+        """One reader, from ``/<role>/stream?streams=...`` until it closes (it sends nothing)."""
         parts = urlsplit(ws.request.path)  # type: ignore[union-attr]
         role = parts.path.removesuffix("/stream").strip("/")
         wanted = parse_qs(parts.query).get("streams", [""])[0].split("/")
