@@ -24,6 +24,7 @@ publishes are refused with `BusClosed`.
 
 from __future__ import annotations
 
+import abc
 import collections
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -57,8 +58,11 @@ class RequestFailed(Exception):
 # ---------------------------------------------------------------------------------------
 
 
-class Subscription(Generic[T]):
-    """Common reading API: `receive()`, `receive_batch()`, `async for`."""
+class Subscription(abc.ABC, Generic[T]):
+    """Common reading API: `receive()`, `receive_batch()`, `async for`.
+
+    The two delivery policies implement the abstract methods below.
+    """
 
     topic: str
     name: str
@@ -69,25 +73,29 @@ class Subscription(Generic[T]):
         self.name = name
         self.delivered = 0
 
+    @abc.abstractmethod
     async def receive(self) -> T:
-        raise NotImplementedError
+        """See the subclasses."""
 
+    @abc.abstractmethod
     async def receive_batch(self, limit: int = DEFAULT_BATCH) -> list[T]:
-        raise NotImplementedError
+        """See the subclasses."""
 
     def has_room(self, n: int = 1) -> bool:
         """Whether `n` more messages can be delivered without waiting."""
         return True
 
+    @abc.abstractmethod
     def _offer(self, msg: T) -> bool:
         """Deliver without waiting; False if the lossless buffer is full."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _deliver(self, msg: T) -> None:
-        raise NotImplementedError
+        """See the subclasses."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """See the subclasses."""
 
     def __enter__(self) -> Subscription[T]:
         return self
@@ -108,8 +116,9 @@ class Subscription(Generic[T]):
             for msg in batch:
                 yield msg
 
+    @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """See the subclasses."""
 
 
 class LosslessSubscription(Subscription[T]):

@@ -123,7 +123,7 @@ def _enc_hook(obj: Any) -> Any:
         return sorted(obj)
     if isinstance(obj, Path):
         return str(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    raise TypeError(f"a command result cannot contain a {type(obj).__name__}; return JSON-able values")
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="string")
